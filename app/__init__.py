@@ -1,0 +1,1 @@
+"""crbm-explorer dashboard (Panel). Depends on crbm_core, never the reverse."""
