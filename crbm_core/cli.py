@@ -1,0 +1,208 @@
+"""The `crbm` command: generate, import, inspect recordings; manage the atlas reference files.
+
+Errors caused by input print one readable line (`error: <file>:<dataset>: <problem>`) and exit
+with status 2; nothing is written on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+DEMO = dict(n_neurons=3000, n_frames=3000, n_assemblies=24, seed=2023, frame_rate=4.0)
+
+
+def data_dir() -> Path:
+    """The data directory: $CRBM_DATA_DIR, else ./data."""
+    return Path(os.environ.get("CRBM_DATA_DIR", "data"))
+
+
+def demo_path() -> Path:
+    return data_dir() / "demo_fish.h5"
+
+
+def ensure_demo(path: Path | None = None, quiet: bool = False) -> Path:
+    """Generate the demo virtual fish if it is not there yet."""
+    from .synthetic import generate_virtual_fish, save_virtual_fish
+
+    path = path or demo_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not quiet:
+            print(f"generating the demo virtual fish at {path} ...", file=sys.stderr)
+        save_virtual_fish(generate_virtual_fish(**DEMO, name="demo virtual fish"), path)
+    return path
+
+
+def _print_summary(summary: dict) -> None:
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        print(f"{key:<{width}}  {value}")
+
+
+def cmd_demo(args) -> int:
+    from .recording import read_recording
+
+    path = ensure_demo()
+    _print_summary(read_recording(path).summary())
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .synthetic import generate_virtual_fish, save_virtual_fish
+
+    fish = generate_virtual_fish(
+        args.neurons,
+        args.frames,
+        args.assemblies,
+        seed=args.seed,
+        mode=args.mode,
+        frame_rate=args.frame_rate,
+    )
+    save_virtual_fish(fish, args.output)
+    _print_summary(fish.recording.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .ljp import import_ljp
+    from .recording import read_recording
+
+    out = import_ljp(
+        args.source,
+        args.output,
+        region_labels=args.region_labels,
+        frame_rate=args.frame_rate,
+        orientation=args.orientation,
+        name=args.name,
+    )
+    _print_summary(read_recording(out).summary())
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .h5io import open_h5, read_str_attr
+    from .ljp import inspect_ljp
+    from .recording import FORMAT, read_recording
+
+    with open_h5(args.file) as f:
+        fmt = read_str_attr(f, "format")
+    if fmt == FORMAT:
+        summary = read_recording(args.file).summary()
+    else:
+        layout = inspect_ljp(args.file)
+        summary = {
+            "layout": "LJP/Fishualizer (import with `crbm import`)",
+            "cells": layout.n_cells,
+            "frames": layout.n_frames,
+            "whole_brain_neurons": int(layout.keep.size),
+            "spikes_stored": "cells × time" if layout.cells_first else "time × cells",
+            "coordinates": layout.coords_space,
+            "datasets": layout.paths,
+        }
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def cmd_atlas(args) -> int:
+    from . import atlas
+
+    if args.action == "fetch":
+        dest = atlas.fetch(
+            Path(args.dest) if args.dest else None, fish_labels=args.with_fish_labels
+        )
+        print(f"atlas reference files are in {dest}")
+        if args.dest and Path(args.dest).resolve() != atlas.atlas_dir().resolve():
+            print(f"set {atlas.ATLAS_DIR_ENV}={dest} to use them")
+        return 0
+    print(f"atlas directory: {atlas.atlas_dir()}")
+    for key, ok in atlas.available().items():
+        print(f"  {key:<16} {'installed' if ok else 'missing'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="crbm", description="compositional RBMs on whole-brain recordings (crbm-explorer)"
+    )
+    p.add_argument("--version", action="version", version=f"crbm-explorer {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="generate the demo virtual fish if absent, print its summary")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("generate", help="write a virtual fish with known ground truth")
+    s.add_argument("--neurons", type=int, default=3000)
+    s.add_argument("--frames", type=int, default=4000)
+    s.add_argument("--assemblies", type=int, default=30)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--mode", choices=["assemblies", "crbm"], default="assemblies")
+    s.add_argument("--frame-rate", type=float, default=4.0, help="frames per second")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("import", help="convert an LJP/Fishualizer HDF5 file to our format")
+    s.add_argument("source")
+    s.add_argument("--region-labels", help="per-neuron 72-region labels (.npy, 0 = unlabelled)")
+    s.add_argument("--frame-rate", type=float, help="frames per second, if the file has no times")
+    s.add_argument(
+        "--orientation", choices=["auto", "time_x_cells", "cells_x_time"], default="auto"
+    )
+    s.add_argument("--name")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("info", help="summarize a recording (ours or LJP layout)")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("atlas", help="atlas reference files: show status or fetch them")
+    s.add_argument("action", choices=["status", "fetch"], nargs="?", default="status")
+    s.add_argument("--dest", help="where to put them (default: the atlas directory)")
+    s.add_argument(
+        "--with-fish-labels",
+        action="store_true",
+        help="also fetch the 11 real fish's per-neuron region labels",
+    )
+    s.set_defaults(func=cmd_atlas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import atlas
+    from .errors import CrbmError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (
+        CrbmError,
+        atlas.AtlasFileMissing,
+        atlas.AtlasFetchError,
+        atlas.AtlasFormatError,
+        atlas.UnknownRegionError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
