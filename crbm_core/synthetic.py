@@ -154,7 +154,7 @@ def plant_assemblies(
             for r in range(atlas.N_REGIONS)
         ]
     )
-    n_pairs = int(round(0.125 * n_assemblies))
+    n_pairs = max(1, round(0.125 * n_assemblies)) if n_assemblies >= 4 else 0
     assemblies: list[Assembly] = []
     while len(assemblies) < n_assemblies:
         home = int(rng.choice(usable, p=counts[usable] / counts[usable].sum()))
@@ -176,7 +176,8 @@ def plant_assemblies(
             pool = by_region[r]
             center = coords[rng.choice(pool)]
             centers.append(center)
-            members.append(_nearest_in_region(coords, pool, center, max(4, int(s * size))))
+            take = min(int(s * size), int(0.35 * pool.size))  # stay local inside the region
+            members.append(_nearest_in_region(coords, pool, center, max(4, take)))
         idx = np.concatenate(members)
         w = rng.uniform(1.5, 3.0, size=idx.size)
         contra = rng.random() < 0.1
@@ -235,18 +236,20 @@ def simulate_dynamics(
     """Assembly activity (T×K, 0 when off, an episode amplitude ~1 when on) and the global state.
 
     Assemblies stay on for 2–6 s and off for 8–30 s (2.5× shorter while the brain-wide state is
-    active, which makes assemblies co-activate as in real fish); mirrored pairs chosen as
+    active, which makes assemblies co-activate as in real fish); every other mirrored pair is
     antiphasic alternate like the hindbrain oscillator (3–6 s half-periods).
     """
     glob = _two_state(rng, n_frames, 8 * frame_rate, 20 * frame_rate, start_on=False)
     k = len(assemblies)
     act = np.zeros((n_frames, k), dtype=np.float32)
     done = set()
+    n_pairs = 0
     for i, a in enumerate(assemblies):
         if i in done:
             continue
         j = a.mirror_of
-        if j >= 0 and j not in done and rng.random() < 0.5:  # antiphasic pair
+        n_pairs += j >= 0
+        if j >= 0 and j not in done and n_pairs % 2 == 1:  # every other mirrored pair
             half = rng.uniform(3, 6) * frame_rate
             s = _two_state(rng, n_frames, half, half, start_on=bool(rng.random() < 0.5))
             states = {i: s, j: ~s}
