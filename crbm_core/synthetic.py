@@ -8,9 +8,9 @@ Every test, benchmark and the demo need data where the truth is known. Two modes
   opposite-sign contralateral members) switch on and off slowly (dwell times of seconds, some
   antiphasic pairs), modulated by a slow brain-wide state; each neuron fires per frame with
   probability σ(b_i + β_i·G(t) + Σ_k w_ik h_k(t)).
-* "crbm": the same planted weights define a cRBM (dReLU hidden units) and the frames are Gibbs
-  samples of that model (independent chains, long burn-in, thinned), for checks that need the
-  true model.
+* "crbm": the same planted assemblies, made disjoint, define a cRBM with double-well dReLU
+  hidden units, and the frames are independent exact samples of its P(v) (ancestral sampling,
+  `crbm_sampling`), for checks that need the true model.
 
 The ground truth (weights, membership, assembly activity, region-level coupling) is stored in the
 recording file under /truth.
@@ -365,7 +365,7 @@ def generate_virtual_fish(
     else:
         from .crbm_sampling import planted_crbm, sample_crbm
 
-        model = planted_crbm(w, b)
+        model = planted_crbm(w, b, rng)
         spikes, act, variance = sample_crbm(model, t, rng)
         weights, glob = model["weights"], None
     coupling = region_mean_abs_coupling(sp.csr_matrix(weights), variance, labels, atlas.N_REGIONS)
