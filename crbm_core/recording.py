@@ -179,6 +179,19 @@ def check_frame_rate(frame_rate: float, dataset: str = "frame_rate", path=None) 
     return rate
 
 
+def check_fields(
+    coords, labels, times, coords_unit: str, n_frames: int, n_neurons: int, n_regions: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate the per-neuron and per-frame fields of an in-memory recording."""
+    if coords_unit not in COORD_UNITS:
+        raise RecordingError(f"coords unit {coords_unit!r} is not one of {COORD_UNITS}")
+    return (
+        check_coords(coords, n_neurons, "coords"),
+        check_labels(labels, n_neurons, n_regions, "region_labels"),
+        check_times(times, n_frames, "times"),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # lazy spikes
 
@@ -288,13 +301,15 @@ class Recording:
             self.spikes = check_binary_block(spikes, "spikes")
         n_frames, n_neurons = self.spikes.shape
         self.region_names = tuple(str(n) for n in self.region_names)
-        self.coords = check_coords(self.coords, n_neurons, "coords")
-        self.region_labels = check_labels(
-            self.region_labels, n_neurons, len(self.region_names), "region_labels"
+        self.coords, self.region_labels, self.times = check_fields(
+            self.coords,
+            self.region_labels,
+            self.times,
+            self.coords_unit,
+            n_frames,
+            n_neurons,
+            len(self.region_names),
         )
-        self.times = check_times(self.times, n_frames, "times")
-        if self.coords_unit not in COORD_UNITS:
-            raise RecordingError(f"coords unit {self.coords_unit!r} is not one of {COORD_UNITS}")
         if n_frames < 2:
             raise RecordingError("a recording needs at least 2 frames", dataset="spikes")
 
@@ -427,11 +442,9 @@ def write_recording(
     path = Path(path)
     region_names = tuple(region_names or default_region_names())
     check_shape_size(n_frames, n_neurons, "spikes")
-    coords = check_coords(coords, n_neurons, "coords")
-    region_labels = check_labels(region_labels, n_neurons, len(region_names), "region_labels")
-    times = check_times(times, n_frames, "times")
-    if coords_unit not in COORD_UNITS:
-        raise RecordingError(f"coords unit {coords_unit!r} is not one of {COORD_UNITS}")
+    coords, region_labels, times = check_fields(
+        coords, region_labels, times, coords_unit, n_frames, n_neurons, len(region_names)
+    )
     n_bytes = (n_neurons + 7) // 8
     with atomic_h5(path) as f:
         f.attrs.update(
