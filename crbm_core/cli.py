@@ -135,6 +135,126 @@ def cmd_atlas(args) -> int:
     return 0
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig parameter (the config is the single source of truth)."""
+    import param
+
+    from .train import TrainConfig
+
+    for name, p in TrainConfig.param.objects("existing").items():
+        if name == "name":
+            continue
+        flag = "--" + name.replace("_", "-")
+        doc = (p.doc or "").split(". ")[0].replace("%", "%%")
+        if isinstance(p, param.Boolean):
+            parser.add_argument(
+                flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=doc
+            )
+        elif isinstance(p, param.Selector):
+            parser.add_argument(flag, dest=name, default=None, choices=p.objects, help=doc)
+        else:
+            kind = int if isinstance(p, param.Integer) else float
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=None,
+                type=kind,
+                help=f"{doc} (default: {p.default if p.default is not None else 'auto'})",
+            )
+
+
+def cmd_train(args) -> int:
+    import signal
+
+    from tqdm import tqdm
+
+    from .modelfile import load_checkpoint, recording_digest, save_checkpoint
+    from .recording import read_recording
+    from .train import TrainConfig, train
+
+    rec = read_recording(args.recording)
+    data = rec.spike_array()
+    options = {
+        k: getattr(args, k)
+        for k in TrainConfig.param.objects("existing")
+        if k != "name" and getattr(args, k, None) is not None
+    }
+    state = None
+    if args.resume:
+        state, config, _ = load_checkpoint(args.resume)
+        config.param.update(**{k: v for k, v in options.items() if k == "n_updates"})
+    else:
+        config = TrainConfig(**options)
+    out = Path(args.output or args.resume)
+    provenance = {
+        "recording": rec.name,
+        "recording_file": str(args.recording),
+        "recording_sha256": recording_digest(data),
+        "split": "none (all frames)",
+    }
+    stop = {"now": False}
+
+    def on_sigint(signum, frame):
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(
+        total=config.n_updates,
+        initial=state.update if state else 0,
+        unit="upd",
+        disable=args.quiet,
+        dynamic_ncols=True,
+    )
+
+    def progress(event):
+        bar.update(event["update"] - bar.n)
+        bar.set_postfix(
+            rmse_v=f"{event['rmse_v']:.4f}",
+            w_std=f"{event['w_std']:.3f}",
+            sparsity=f"{event['sparsity']:.3f}",
+            lr=f"{event['lr']:.1e}",
+        )
+
+    def checkpoint(st, cfg):
+        save_checkpoint(out, st, config, cfg, provenance=provenance)
+
+    try:
+        result = train(
+            data,
+            config,
+            state=state,
+            callback=progress,
+            checkpoint=checkpoint,
+            should_stop=lambda: stop["now"],
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    resolved = config.resolved(data.shape[1], float(data.mean()))
+    save_checkpoint(
+        out,
+        result.state,
+        config,
+        resolved,
+        status=result.status,
+        message=result.message,
+        provenance=provenance,
+        final=result.model,
+    )
+    if result.status == "stopped":
+        print(
+            f"interrupted at update {result.state.update}; checkpoint in {out}; continue with "
+            f"`crbm train {args.recording} --resume {out}`",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"{result.status}: {result.state.update} updates in {result.state.elapsed:.0f} s; "
+        f"model in {out}" + (f" ({result.message})" if result.message else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crbm", description="compositional RBMs on whole-brain recordings (crbm-explorer)"
@@ -171,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_info)
 
+    s = sub.add_parser("train", help="train a cRBM on a recording (live progress, checkpoints)")
+    s.add_argument("recording")
+    s.add_argument("-o", "--output", help="model file (also the checkpoint)")
+    s.add_argument("--resume", help="continue the run stored in this model file")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(s)
+    s.set_defaults(func=cmd_train)
+
     s = sub.add_parser("atlas", help="atlas reference files: show status or fetch them")
     s.add_argument("action", choices=["status", "fetch"], nargs="?", default="status")
     s.add_argument("--dest", help="where to put them (default: the atlas directory)")
@@ -188,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import CrbmError
 
     args = build_parser().parse_args(argv)
+    if args.command == "train" and not (args.output or args.resume):
+        print("error: train needs -o MODEL.h5 (or --resume MODEL.h5)", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (
