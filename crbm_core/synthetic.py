@@ -365,7 +365,7 @@ def generate_virtual_fish(
     else:
         from .crbm_sampling import planted_crbm, sample_crbm
 
-        model = planted_crbm(w, b, rng)
+        model = planted_crbm(w, b, rng, mean_rate=mean_rate)
         spikes, act, variance = sample_crbm(model, t, rng)
         weights, glob = model["weights"], None
     coupling = region_mean_abs_coupling(sp.csr_matrix(weights), variance, labels, atlas.N_REGIONS)
