@@ -20,7 +20,7 @@ from .layers import (
     drelu_params,
     drelu_sample,
 )
-from .special import rng_init, rng_uniform
+from .special import rng_init, rng_next
 
 HIDDEN_PARAMS = ("gamma", "theta", "delta", "eta")
 
@@ -45,15 +45,52 @@ def _sparse_input_kernel(v: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
             out[b, j] = acc[j]
 
 
+_U24 = np.float32(2.0**-24)
+_MASK24 = np.uint64(0xFFFFFF)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _bernoulli_draw_kernel(inp: np.ndarray, g: np.ndarray, key: np.uint64, out: np.ndarray):
-    """out[b, i] = 1{u < σ(g_i + inp[b, i])} as uint8; row b uses its own stream (key, b)."""
+    """out[b, i] = 1{u < σ(g_i + inp[b, i])} as uint8; row b uses its own stream (key, b).
+
+    Two 24-bit uniforms per 64-bit draw and single-precision exp: the draw is the costliest
+    per-element work of a Gibbs sweep (B×N per sweep). u < σ(x) is tested as u·(1 + e^−x) < 1,
+    with x clipped to ±30 so e^−x stays finite (σ(±30) is 1 or 0 to float32 precision anyway).
+    """
+    n = inp.shape[1]
     for b in prange(inp.shape[0]):
         s = rng_init(key, b)
-        for i in range(inp.shape[1]):
-            x = g[i] + inp[b, i]
-            p = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-            out[b, i] = 1 if rng_uniform(s) < p else 0
+        for i in range(0, n, 2):
+            r = rng_next(s)
+            for k in range(2):
+                j = i + k
+                if j >= n:
+                    break
+                u = np.float32((r >> np.uint64(40 - 32 * k)) & _MASK24) * _U24 + np.float32(
+                    0.5
+                ) * _U24
+                x = np.float32(min(max(g[j] + inp[b, j], -30.0), 30.0))
+                out[b, j] = 1 if u * (np.float32(1.0) + math.exp(-x)) < np.float32(1.0) else 0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _sparse_outer_kernel(vt: np.ndarray, h: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = Σ_{b: vt[i,b]=1} h[b]  (vt binary N×B, h B×M): vᵀh without a dense product."""
+    m = h.shape[1]
+    for i in prange(vt.shape[0]):
+        for j in range(m):
+            out[i, j] = 0.0
+        for b in range(vt.shape[1]):
+            if vt[i, b]:
+                for j in range(m):
+                    out[i, j] += h[b, j]
+
+
+def sparse_outer(v: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """vᵀh for binary v (B×N uint8) and h (B×M), summing only the active neurons' rows."""
+    out = np.empty((v.shape[1], h.shape[1]), dtype=h.dtype)
+    _sparse_outer_kernel(np.ascontiguousarray(v.T), np.ascontiguousarray(h), out)
+    return out
 
 
 def _key(rng: np.random.Generator) -> np.uint64:

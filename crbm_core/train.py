@@ -21,7 +21,7 @@ import param
 
 from .errors import CrbmError, ParameterError
 from .layers import drelu_moments, drelu_sufficient_stats, drelu_sufficient_stats_mean
-from .model import CRBM, HIDDEN_PARAMS
+from .model import CRBM, HIDDEN_PARAMS, sparse_outer
 
 PAPER_RATE = 0.043  # mean activity of the fish λ = 0.02 was tuned on (METHODS §3)
 COLLAPSE_MAX_W = 1e-3  # below this everywhere after the warm phase: nothing was learned
@@ -275,14 +275,14 @@ def gradients(
     b, c = v_pos.shape[0], v_neg.shape[0]
     dt = model.dtype
     if neg_weights is None:
-        vh_neg, v_neg_mean = (v_neg.T.astype(dt) @ mean_neg) / c, v_neg.mean(axis=0, dtype=dt)
+        vh_neg, v_neg_mean = sparse_outer(v_neg, mean_neg) / c, v_neg.mean(axis=0, dtype=dt)
         stats_neg = drelu_sufficient_stats_mean(i_neg, *hp)
     else:
         pw = np.asarray(neg_weights, dtype=dt)
         vh_neg, v_neg_mean = v_neg.T.astype(dt) @ (pw[:, None] * mean_neg), pw @ v_neg
         stats_neg = tuple(pw @ s for s in drelu_sufficient_stats(i_neg, *hp))
     grads = {
-        "weights": (v_pos.T.astype(dt) @ mean_pos) / b
+        "weights": sparse_outer(v_pos, mean_pos) / b
         - vh_neg
         - _reg_grad(model.weights, cfg, update).astype(dt),
         "fields": v_pos.mean(axis=0, dtype=dt) - v_neg_mean,
