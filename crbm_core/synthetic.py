@@ -31,7 +31,8 @@ from .connectivity import region_mean_abs_coupling
 from .errors import ParameterError
 from .recording import Recording, write_recording
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+LOCAL_SHARE = 0.35  # an assembly takes at most this share of a region's neurons (locality)
 MODES = ("assemblies", "crbm")
 
 
@@ -157,15 +158,21 @@ def plant_assemblies(
     n_pairs = max(1, round(0.125 * n_assemblies)) if n_assemblies >= 4 else 0
     assemblies: list[Assembly] = []
     while len(assemblies) < n_assemblies:
-        home = int(rng.choice(usable, p=counts[usable] / counts[usable].sum()))
+        size = int(np.clip(rng.lognormal(np.log(mean_size), 0.35), 8, 4 * mean_size))
         n_reg = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-        others = usable[usable != home]
+        # a region hosts a part only if the part is at most 35 % of its neurons (locality)
+        room = LOCAL_SHARE * counts
+        homes = usable[room[usable] >= 0.6 * size]
+        if homes.size == 0:
+            homes = usable[room[usable] >= 0.6 * room[usable].max()]
+            size = int(room[homes].min() / 0.6)
+        home = int(rng.choice(homes, p=counts[homes] / counts[homes].sum()))
         regions = [home]
+        others = usable[(usable != home) & (room[usable] >= 0.4 * size / max(n_reg - 1, 1))]
         if n_reg > 1 and others.size:
             p = _partner_weights(home, others, centroids, sc)
             k = min(n_reg - 1, int((p > 0).sum()))
             regions += [int(r) for r in rng.choice(others, size=k, replace=False, p=p)]
-        size = int(np.clip(rng.lognormal(np.log(mean_size), 0.35), 8, 4 * mean_size))
         shares = (
             np.array([0.6] + [0.4 / (len(regions) - 1)] * (len(regions) - 1))
             if len(regions) > 1
@@ -176,7 +183,7 @@ def plant_assemblies(
             pool = by_region[r]
             center = coords[rng.choice(pool)]
             centers.append(center)
-            take = min(int(s * size), int(0.35 * pool.size))  # stay local inside the region
+            take = min(int(s * size), int(LOCAL_SHARE * pool.size))
             members.append(_nearest_in_region(coords, pool, center, max(4, take)))
         idx = np.concatenate(members)
         w = rng.uniform(1.5, 3.0, size=idx.size)
