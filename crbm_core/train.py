@@ -104,14 +104,14 @@ class TrainConfig(param.Parameterized):
         ),
     )
     init = param.Selector(
-        default="random",
-        objects=["random", "correlation"],
+        default="correlation",
+        objects=["correlation", "random"],
         doc=(
-            "Initial weights. random: w ~ N(0, 0.1/N) (the paper). correlation: each hidden unit "
-            "starts on the correlation neighbourhood of a seed neuron (seeds drawn ∝ firing rate, "
-            "away from neighbourhoods already taken), so units spread over distinct assemblies "
-            "instead of all chasing the strongest ones (one run on crbm-mode data: 70 % of planted "
-            "units found vs 43 % from random; not yet the default)."
+            "Initial weights. correlation: each hidden unit starts on the correlation "
+            "neighbourhood of a seed neuron (seeds drawn ∝ firing rate, away from neighbourhoods "
+            "already taken), so units spread over distinct assemblies instead of all chasing the "
+            "strongest ones (crbm-mode virtual fish, N = 2,000, 4,000 updates: 87 % of planted "
+            "units found vs 43 % from random). random: w ~ N(0, 0.1/N), the paper's."
         ),
     )
     l1_warmup = param.Number(
