@@ -92,13 +92,10 @@ def cmd_import(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .h5io import open_h5, read_str_attr
     from .ljp import inspect_ljp
-    from .recording import FORMAT, read_recording
+    from .recording import is_recording_file, read_recording
 
-    with open_h5(args.file) as f:
-        fmt = read_str_attr(f, "format")
-    if fmt == FORMAT:
+    if is_recording_file(args.file):
         summary = read_recording(args.file).summary()
     else:
         layout = inspect_ljp(args.file)
@@ -230,12 +227,11 @@ def cmd_train(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    resolved = config.resolved(data.shape[1], float(data.mean()))
     save_checkpoint(
         out,
         result.state,
         config,
-        resolved,
+        result.resolved,
         status=result.status,
         message=result.message,
         provenance=provenance,

@@ -339,8 +339,3 @@ def read_ljp(
         atlas=layout.coords_space,
         source=f"LJP file {Path(src).name}; {label_source}",
     )
-
-
-def is_ljp_file(path: str | os.PathLike) -> bool:
-    with open_h5(path) as f:
-        return "spikes" in find_datasets(f) and "format" not in f.attrs

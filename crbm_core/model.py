@@ -13,7 +13,6 @@ import numpy as np
 from numba import njit, prange
 
 from .layers import (
-    bernoulli_cgf,
     drelu_cgf,
     drelu_moments,
     drelu_params,
@@ -115,17 +114,6 @@ class CRBM:
     eta: np.ndarray
     meta: dict = field(default_factory=dict)
 
-    @classmethod
-    def zeros(cls, n_visible: int, n_hidden: int, dtype=np.float32) -> CRBM:
-        return cls(
-            np.zeros((n_visible, n_hidden), dtype),
-            np.zeros(n_visible, dtype),
-            np.ones(n_hidden, dtype),
-            np.zeros(n_hidden, dtype),
-            np.zeros(n_hidden, dtype),
-            np.zeros(n_hidden, dtype),
-        )
-
     @property
     def n_visible(self) -> int:
         return self.weights.shape[0]
@@ -216,10 +204,6 @@ class CRBM:
             + u.sum(axis=1)
             - np.einsum("bi,bm,im->b", v, h, self.weights.astype(np.float64))
         )
-
-    def independent_log_z(self) -> float:
-        """log Z of the visible fields alone (used to normalize small-model checks)."""
-        return float(bernoulli_cgf(self.fields.astype(np.float64)).sum())
 
     # -- symmetry -------------------------------------------------------------------------------
     def sign_swapped(self) -> CRBM:

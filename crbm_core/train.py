@@ -431,6 +431,7 @@ class TrainResult:
     state: TrainState
     status: str  # "finished", "not converged", "stopped"
     message: str = ""
+    resolved: dict = field(default_factory=dict)  # the settings used, defaults filled in
 
 
 def train(
@@ -473,7 +474,11 @@ def train(
             if checkpoint:
                 checkpoint(state, cfg)
             return TrainResult(
-                state.model.sign_swapped(), state, "stopped", f"stopped at update {state.update}"
+                state.model.sign_swapped(),
+                state,
+                "stopped",
+                f"stopped at update {state.update}",
+                cfg,
             )
         step = update_step(state, data, data_mean, cfg)
         reason = check_finite(state) or check_collapse(state, cfg)
@@ -530,7 +535,7 @@ def train(
         message = f"weight std {w_std:.3g} is outside (0.01, 0.1), the paper's convergence filter"
     if checkpoint:
         checkpoint(state, cfg)
-    return TrainResult(final, state, status, message)
+    return TrainResult(final, state, status, message, cfg)
 
 
 def _snapshot(state: TrainState) -> TrainState:
