@@ -31,8 +31,10 @@ from .connectivity import region_mean_abs_coupling
 from .errors import ParameterError
 from .recording import Recording, write_recording
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 LOCAL_SHARE = 0.35  # an assembly takes at most this share of a region's neurons (locality)
+COVERAGE = 1.0  # default mean assembly size: labelled neurons / assemblies × this
+OVERLAP_COST = 2.0  # distance penalty per assembly a neuron already belongs to (tiling)
 MODES = ("assemblies", "crbm")
 
 
@@ -64,6 +66,28 @@ class GroundTruth:
     @property
     def membership(self) -> np.ndarray:
         return self.weights != 0
+
+    def best_match(self, learned: np.ndarray, pairs: bool = True) -> np.ndarray:
+        """Per planted assembly, the best |cosine| with any learned unit (columns of N×M).
+
+        An antiphasic pair (one assembly on exactly when its partner is off) is one latent
+        variable, and a single unit with opposite signs on the two sides is the cRBM's natural
+        way to carry it (as the paper's hindbrain-oscillator units do): for such an assembly the
+        signed pair vector w_k − w_partner counts as a match too (unless `pairs` is False).
+        """
+        learned = np.asarray(learned, dtype=np.float64)
+        lnorm = np.linalg.norm(learned, axis=0) + 1e-12
+        w = self.weights.astype(np.float64)
+        targets = [w]
+        partner = self.assemblies.get("antiphase_with")
+        if pairs and partner is not None and (partner >= 0).any():
+            pair = w - np.where(partner >= 0, 1.0, 0.0) * w[:, np.maximum(partner, 0)]
+            targets.append(pair)
+        best = np.zeros(w.shape[1])
+        for x in targets:
+            cos = np.abs(x.T @ learned) / np.outer(np.linalg.norm(x, axis=0) + 1e-12, lnorm)
+            best = np.maximum(best, cos.max(axis=1))
+        return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,8 +135,11 @@ def _partner_weights(
     return w / w.sum()
 
 
-def _nearest_in_region(coords, region_members: np.ndarray, center: np.ndarray, k: int):
+def _nearest_in_region(coords, region_members: np.ndarray, center: np.ndarray, k: int, taken):
+    """The k members nearest to `center`, distances stretched by (1 + OVERLAP_COST·memberships):
+    free neurons are preferred, so assemblies tile a region and overlap only at their borders."""
     d = np.linalg.norm(coords[region_members] - center, axis=1)
+    d *= 1.0 + OVERLAP_COST * taken[region_members]
     return region_members[np.argsort(d)[:k]]
 
 
@@ -130,18 +157,22 @@ def plant_assemblies(
     sc: np.ndarray | None = None,
     mean_size: float | None = None,
 ) -> list[Assembly]:
-    """Spatially localized assemblies inside real regions.
+    """Spatially localized assemblies that tile real regions, overlapping at their borders.
 
-    About a quarter of assemblies come as left/right mirrored pairs, half of the primaries span
-    2–3 regions (partners ∝ structural connectivity when available, else ∝ 1/distance), and a
-    tenth have opposite-sign members in the contralateral homologous region.
+    As in real fish (the tectum is tiled by ~18 assemblies, "partially overlapping"): each home
+    region is chosen ∝ its neurons not yet in an assembly, an assembly grows around a free neuron
+    and prefers free neurons (`OVERLAP_COST`), and its size is capped by its home region
+    (`LOCAL_SHARE`), which has room for at least half the mean size. About a quarter of
+    assemblies come as left/right mirrored pairs, half of the primaries span 2–3 regions
+    (partners ∝ structural connectivity when available, else ∝ 1/distance), and a tenth have
+    opposite-sign members in the contralateral homologous region.
     """
     n = coords.shape[0]
     coords = coords.astype(np.float64)
     by_region = {r: np.flatnonzero(labels == r) for r in range(atlas.N_REGIONS)}
     counts = np.array([by_region[r].size for r in range(atlas.N_REGIONS)])
     if mean_size is None:
-        mean_size = float(np.clip(1.3 * (labels >= 0).sum() / max(n_assemblies, 1), 8, 2000))
+        mean_size = float(np.clip(COVERAGE * (labels >= 0).sum() / max(n_assemblies, 1), 8, 2000))
     min_region = max(8, int(0.25 * mean_size))
     usable = np.flatnonzero((counts >= min_region) & (counts[np.arange(72) ^ 1] >= min_region))
     if usable.size == 0:
@@ -155,20 +186,33 @@ def plant_assemblies(
             for r in range(atlas.N_REGIONS)
         ]
     )
+    taken = np.zeros(n)  # assemblies each neuron belongs to so far
+    room = LOCAL_SHARE * counts  # the most one assembly takes from a region
+    # a home region has room for at least half the mean size (no tiny assemblies)
+    homes = usable[room[usable] / 0.6 >= 0.5 * mean_size]
+    if homes.size == 0:
+        homes = usable[room[usable] >= 0.6 * room[usable].max()]
+
+    def grow(region: int, center: np.ndarray, k: int) -> np.ndarray:
+        idx = _nearest_in_region(coords, by_region[region], center, max(4, k), taken)
+        taken[idx] += 1
+        return idx
+
+    def free_center(region: int) -> np.ndarray:
+        pool = by_region[region]
+        free = pool[taken[pool] == 0]
+        return coords[rng.choice(free if free.size else pool)]
+
     n_pairs = max(1, round(0.125 * n_assemblies)) if n_assemblies >= 4 else 0
     assemblies: list[Assembly] = []
     while len(assemblies) < n_assemblies:
+        free = np.array([(taken[by_region[r]] == 0).sum() for r in homes], dtype=np.float64)
+        weight = free + 0.05 * counts[homes]  # fully tiled regions can still host overlaps
+        home = int(rng.choice(homes, p=weight / weight.sum()))
         size = int(np.clip(rng.lognormal(np.log(mean_size), 0.35), 8, 4 * mean_size))
         n_reg = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-        # a region hosts a part only if the part is at most 35 % of its neurons (locality)
-        room = LOCAL_SHARE * counts
-        homes = usable[room[usable] >= 0.6 * size]
-        if homes.size == 0:
-            homes = usable[room[usable] >= 0.6 * room[usable].max()]
-            size = int(room[homes].min() / 0.6)
-        home = int(rng.choice(homes, p=counts[homes] / counts[homes].sum()))
         regions = [home]
-        others = usable[(usable != home) & (room[usable] >= 0.4 * size / max(n_reg - 1, 1))]
+        others = usable[usable != home]
         if n_reg > 1 and others.size:
             p = _partner_weights(home, others, centroids, sc)
             k = min(n_reg - 1, int((p > 0).sum()))
@@ -178,19 +222,16 @@ def plant_assemblies(
             if len(regions) > 1
             else np.array([1.0])
         )
+        size = min(size, int(room[home] / shares[0]))  # the home part fits its region
         centers, members = [], []
         for r, s in zip(regions, shares, strict=True):
-            pool = by_region[r]
-            center = coords[rng.choice(pool)]
-            centers.append(center)
-            take = min(int(s * size), int(LOCAL_SHARE * pool.size))
-            members.append(_nearest_in_region(coords, pool, center, max(4, take)))
+            centers.append(free_center(r))
+            members.append(grow(r, centers[-1], min(int(s * size), int(room[r]))))
         idx = np.concatenate(members)
         w = rng.uniform(1.5, 3.0, size=idx.size)
         contra = rng.random() < 0.1
         if contra:
-            pool = by_region[home ^ 1]
-            neg = _nearest_in_region(coords, pool, _mirror(centers[0]), max(4, idx.size // 3))
+            neg = grow(home ^ 1, _mirror(centers[0]), max(4, idx.size // 3))
             neg = np.setdiff1d(neg, idx)
             idx = np.concatenate([idx, neg])
             w = np.concatenate([w, -rng.uniform(1.0, 2.0, size=neg.size)])
@@ -198,12 +239,12 @@ def plant_assemblies(
         assemblies.append(Assembly(idx, w[first], regions, contra_negative=contra))
         n_mirrored = sum(a.mirror_of >= 0 for a in assemblies)
         if n_mirrored < 2 * n_pairs and len(assemblies) < n_assemblies:
-            mirrored = []
-            for r, center, m in zip(regions, centers, members, strict=True):
-                mirrored.append(
-                    _nearest_in_region(coords, by_region[r ^ 1], _mirror(center), m.size)
-                )
-            midx = np.concatenate(mirrored)
+            midx = np.concatenate(
+                [
+                    grow(r ^ 1, _mirror(center), m.size)
+                    for r, center, m in zip(regions, centers, members, strict=True)
+                ]
+            )
             mw = rng.uniform(1.5, 3.0, size=midx.size)
             midx, first = np.unique(midx, return_index=True)
             primary = len(assemblies) - 1

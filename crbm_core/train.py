@@ -24,6 +24,7 @@ from .layers import drelu_moments, drelu_sufficient_stats, drelu_sufficient_stat
 from .model import CRBM, HIDDEN_PARAMS, sparse_outer
 
 PAPER_RATE = 0.043  # mean activity of the fish λ = 0.02 was tuned on (METHODS §3)
+INIT_Z = 4.0  # significance (standard errors) of a correlation kept by correlation_init
 COLLAPSE_MAX_W = 1e-3  # below this everywhere after the warm phase: nothing was learned
 LEARNED = ("weights", "fields", "theta", "delta", "eta")  # γ is set by the normalization
 
@@ -183,30 +184,61 @@ class TrainState:
 
 
 def correlation_init(
-    data: np.ndarray, n_hidden: int, rng: np.random.Generator, scale: float = 0.5
+    data: np.ndarray,
+    n_hidden: int,
+    rng: np.random.Generator,
+    input_std: float = 1.0,
+    z: float = INIT_Z,
+    candidates: int = 20,
 ) -> np.ndarray:
-    """N×M weights: unit μ = `scale` × the correlation of every neuron with a seed neuron.
+    """N×M weights: each unit starts on the significant correlations of a different seed neuron.
 
-    Seeds are drawn ∝ firing rate, each draw down-weighting neurons already well correlated with
-    an earlier seed. Correlations come from the frames where the seed fired (no N×N matrix).
+    `candidates`·M seeds are drawn ∝ firing rate; a seed's correlations with every neuron (from
+    the frames where it fired: no N×N matrix) are soft-thresholded at z standard errors (z/√T),
+    which removes the sampling noise that otherwise dominates the vector (N·(1/√T)² against a few
+    dozen real neighbours). Seeds are taken strongest neighbourhood first (Σr²), skipping any
+    whose neighbourhood has cosine > 0.5 with one already taken, so units start on distinct
+    assemblies. Each unit is scaled so that its input varies by `input_std` over the data: at
+    small weights the likelihood gradient of a weight grows with the weights (∝ Σ_j C_ij w_j) and
+    the L1 penalty would silence the unit of a small assembly before it could grow. Units left
+    without a seed start as the paper's w ~ N(0, 0.1/N).
     """
     t, n = data.shape
     p = data.mean(axis=0, dtype=np.float64)
     sd = np.sqrt(p * (1 - p)) + 1e-9
-    pick = p.copy()
-    w = np.zeros((n, n_hidden))
-    for mu in range(n_hidden):
-        if pick.sum() <= 0:
-            break
-        s = rng.choice(n, p=pick / pick.sum())
+    w = rng.normal(0.0, math.sqrt(0.1 / n), size=(n, n_hidden))
+    if p.sum() <= 0:
+        return w
+    thr = z / math.sqrt(t)
+
+    def neighbourhood(s: int) -> np.ndarray:
         fired = data[data[:, s] > 0]
         r = (fired.sum(axis=0, dtype=np.float64) / t - p * p[s]) / (sd * sd[s])
         r[s] = 0.0
-        w[:, mu] = scale * r
-        top = np.abs(r).max()
-        if top > 0:
-            pick *= np.clip(1.0 - np.abs(r) / top, 0.01, 1.0)
-        pick[s] = 0.0
+        return np.sign(r) * np.maximum(np.abs(r) - thr, 0.0)
+
+    n_cand = min(int((p > 0).sum()), candidates * n_hidden)
+    seeds = rng.choice(n, size=n_cand, replace=False, p=p / p.sum())
+    strength = np.array([np.sum(neighbourhood(s) ** 2) for s in seeds])  # kept: 1 vector
+    chosen = np.zeros((0, n))  # unit vectors of the neighbourhoods taken
+    for k in np.argsort(-strength, kind="stable"):
+        if chosen.shape[0] == n_hidden or strength[k] <= 0:
+            break
+        r = neighbourhood(seeds[k])
+        u = r / math.sqrt(strength[k])
+        if chosen.shape[0] and np.abs(chosen @ u).max() > 0.5:
+            continue
+        w[:, chosen.shape[0]] = r
+        chosen = np.vstack([chosen, u])
+    k = chosen.shape[0]
+    if k:  # scale each seeded unit so that its input varies by `input_std` over the data
+        inp = np.concatenate(
+            [
+                data[t0 : t0 + 1024].astype(np.float32) @ w[:, :k].astype(np.float32)
+                for t0 in range(0, t, 1024)
+            ]
+        )
+        w[:, :k] *= input_std / (inp.std(axis=0) + 1e-12)
     return w
 
 
