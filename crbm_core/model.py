@@ -136,9 +136,9 @@ def _add_fired(f: np.ndarray, wi: np.ndarray, acc: np.ndarray, idx: np.ndarray) 
         idx[k] = c
         k += f[c]
     for t in range(k):
-        a = acc[idx[t]]
+        c = idx[t]
         for j in range(wi.shape[0]):
-            a[j] += wi[j]
+            acc[c, j] += wi[j]  # (not a row view acc[c]: its reference counting costs ~8 ns)
 
 
 @njit(cache=True, nogil=True)
