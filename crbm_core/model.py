@@ -77,40 +77,40 @@ _CLIP = 30.0  # σ(±30) is 0 or 1 to float32 precision anyway
 
 
 @njit(cache=True, nogil=True)
-def _exp_neg_logit(x: np.ndarray, gi: float, out: np.ndarray, bits: np.ndarray) -> None:
-    """out = e^−(x+gi) with x+gi clipped to ±30, float32 to ≤ 1.4 ulp (numpy's SIMD exp is not
-    callable from numba, and math.exp is a scalar libm call, several times slower than this).
+def _exp_neg_logit(x: np.ndarray, row: int, gi: float, out: np.ndarray, q: int, bits: np.ndarray):
+    """out[q] = e^−(x[row]+gi) with x+gi clipped to ±30, float32 to ≤ 1.4 ulp (numpy's SIMD exp
+    is not callable from numba, and math.exp is a scalar libm call, several times slower).
 
     A polynomial on the reduced argument times 2^n, where 2^n is built from its exponent bits in
     an int32 buffer viewed as float32: everything vectorizes."""
     scale = bits.view(np.float32)
-    for c in range(x.shape[0]):
-        t = -min(max(x[c] + gi, np.float32(-_CLIP)), np.float32(_CLIP))
+    for c in range(out.shape[1]):
+        t = -min(max(x[row, c] + gi, np.float32(-_CLIP)), np.float32(_CLIP))
         n = np.floor(t * _LOG2E + _HALF)
         r = (t - n * _LN2_HI) - n * _LN2_LO
         p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-        out[c] = p * (r * r) + r + _ONE
+        out[q, c] = p * (r * r) + r + _ONE
         bits[c] = (np.int32(n) + np.int32(127)) << np.int32(23)
-    for c in range(x.shape[0]):
-        out[c] *= scale[c]
+    for c in range(out.shape[1]):
+        out[q, c] *= scale[c]
 
 
 @njit(cache=True, nogil=True)
-def _exp_neg_logit64(x: np.ndarray, gi: float, out: np.ndarray) -> None:
-    """out = e^−(x+gi) with x+gi clipped to ±30 (float64: libm exp)."""
-    for c in range(x.shape[0]):
-        out[c] = math.exp(-min(max(x[c] + gi, -_CLIP), _CLIP))
+def _exp_neg_logit64(x: np.ndarray, row: int, gi: float, out: np.ndarray, q: int) -> None:
+    """out[q] = e^−(x[row]+gi) with x+gi clipped to ±30 (float64: libm exp)."""
+    for c in range(out.shape[1]):
+        out[q, c] = math.exp(-min(max(x[row, c] + gi, -_CLIP), _CLIP))
 
 
 @njit(cache=True, nogil=True)
-def _draw_pair(s: np.ndarray, e0: np.ndarray, e1: np.ndarray, f0: np.ndarray, f1: np.ndarray):
-    """f0[c], f1[c] = 1{u < σ(x)} for two neurons given e = e^−x (u < σ(x) ⟺ u(1 + e^−x) < 1).
+def _draw_pair(s: np.ndarray, e: np.ndarray, f: np.ndarray) -> None:
+    """f[:, c] = 1{u < σ(x)} for two neurons given e = e^−x (2×C; u < σ(x) ⟺ u(1 + e^−x) < 1).
 
     Chain c draws from its own xoshiro256** stream s[:, c] (one `special.rng_next` step, written
     on a structure of arrays so that the loop over chains vectorizes); the 64 bits give the two
     24-bit uniforms."""
-    one = e0.dtype.type(1.0)
-    for c in range(e0.shape[0]):
+    one = e.dtype.type(1.0)
+    for c in range(e.shape[1]):
         s0, s1, s2, s3 = s[0, c], s[1, c], s[2, c], s[3, c]
         x = s1 * _U5
         r = ((x << np.uint64(7)) | (x >> np.uint64(57))) * _U9
@@ -124,21 +124,24 @@ def _draw_pair(s: np.ndarray, e0: np.ndarray, e1: np.ndarray, f0: np.ndarray, f1
         s[3, c] = (s3 << np.uint64(45)) | (s3 >> np.uint64(19))
         u0 = (np.float32(r >> np.uint64(40)) + np.float32(0.5)) * _U24
         u1 = (np.float32((r >> np.uint64(8)) & _MASK24) + np.float32(0.5)) * _U24
-        f0[c] = 1 if u0 * (one + e0[c]) < one else 0
-        f1[c] = 1 if u1 * (one + e1[c]) < one else 0
+        f[0, c] = 1 if u0 * (one + e[0, c]) < one else 0
+        f[1, c] = 1 if u1 * (one + e[1, c]) < one else 0
 
 
 @njit(cache=True, nogil=True)
-def _add_fired(f: np.ndarray, wi: np.ndarray, acc: np.ndarray, idx: np.ndarray) -> None:
-    """acc[c] += wi for every chain c with f[c] = 1 (branch-free list of the chains first)."""
+def _add_fired(f: np.ndarray, row: int, w: np.ndarray, i: int, acc: np.ndarray, idx: np.ndarray):
+    """acc[c] += w[i] for every chain c with f[row, c] = 1 (branch-free list of the chains first).
+
+    Arrays are indexed, never sliced into row views here and in the callers' per-neuron loops:
+    the reference counting of a view costs ~8 ns, as much as adding a 200-float row."""
     k = 0
-    for c in range(f.shape[0]):
+    for c in range(f.shape[1]):
         idx[k] = c
-        k += f[c]
+        k += f[row, c]
     for t in range(k):
         c = idx[t]
-        for j in range(wi.shape[0]):
-            acc[c, j] += wi[j]  # (not a row view acc[c]: its reference counting costs ~8 ns)
+        for j in range(w.shape[1]):
+            acc[c, j] += w[i, j]
 
 
 @njit(cache=True, nogil=True)
@@ -154,7 +157,7 @@ def _input_chunk(v: np.ndarray, w: np.ndarray, k: int, acc: np.ndarray) -> None:
         for c in range(cg):
             vt[: b1 - b0, c] = v[c, b0:b1]
         for i in range(b0, b1):
-            _add_fired(vt[i - b0], w[i], acc, idx)
+            _add_fired(vt, i - b0, w, i, acc, idx)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -180,28 +183,23 @@ def _sweep_chunk(ht, w, g, key, c0, k, fast_exp, v_out, acc) -> None:
     s = np.empty((4, cg), dtype=np.uint64)
     for c in range(cg):
         s[:, c] = rng_init(key, (c0 + c) * _CHUNKS + k)
-    e0, e1 = np.zeros(cg, dtype=w.dtype), np.zeros(cg, dtype=w.dtype)
-    f0, f1 = np.zeros(cg, dtype=np.uint8), np.zeros(cg, dtype=np.uint8)
+    e, f = np.zeros((2, cg), dtype=w.dtype), np.zeros((2, cg), dtype=np.uint8)
     bits, idx = np.empty(cg, dtype=np.int32), np.empty(cg, dtype=np.int64)
     for b0 in range(i0, i1, _BLOCK):
         b1 = min(i1, b0 + _BLOCK)
         xt = np.dot(w[b0:b1], ht)  # block inputs, neurons × chains
         for i in range(b0, b1, 2):
-            pair = i + 1 < b1
-            if fast_exp:
-                _exp_neg_logit(xt[i - b0], g[i], e0, bits)
-                if pair:
-                    _exp_neg_logit(xt[i + 1 - b0], g[i + 1], e1, bits)
-            else:
-                _exp_neg_logit64(xt[i - b0], g[i], e0)
-                if pair:
-                    _exp_neg_logit64(xt[i + 1 - b0], g[i + 1], e1)
-            _draw_pair(s, e0, e1, f0, f1)
-            v_out[c0 : c0 + cg, i] = f0
-            _add_fired(f0, w[i], acc, idx)
-            if pair:
-                v_out[c0 : c0 + cg, i + 1] = f1
-                _add_fired(f1, w[i + 1], acc, idx)
+            pair = 2 if i + 1 < b1 else 1  # a lone last neuron uses the first uniform only
+            for q in range(pair):
+                if fast_exp:
+                    _exp_neg_logit(xt, i + q - b0, g[i + q], e, q, bits)
+                else:
+                    _exp_neg_logit64(xt, i + q - b0, g[i + q], e, q)
+            _draw_pair(s, e, f)
+            for q in range(pair):
+                for c in range(cg):
+                    v_out[c0 + c, i + q] = f[q, c]
+                _add_fired(f, q, w, i + q, acc, idx)
 
 
 @njit(parallel=True, cache=True, nogil=True)

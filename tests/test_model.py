@@ -471,18 +471,18 @@ def test_lane_generator_is_xoshiro():
     s = np.stack([rng_init(np.uint64(9), c) for c in range(5)], axis=1)
     ref = [rng_init(np.uint64(9), c) for c in range(5)]
     # u < σ(x) ⟺ u(1 + e^−x) < 1: e^−x just below 1/u − 1 fires, just above does not
-    f0, f1 = np.zeros(5, np.uint8), np.zeros(5, np.uint8)
+    f = np.zeros((2, 5), np.uint8)
     for _ in range(3):
         r = np.array([rng_next(st) for st in ref], dtype=np.uint64)
         u0 = ((r >> np.uint64(40)).astype(np.float32) + np.float32(0.5)) * _U24
         u1 = (((r >> np.uint64(8)) & _MASK24).astype(np.float32) + np.float32(0.5)) * _U24
         lo0, lo1 = (1 / u0.astype(np.float64) - 1) * 0.999, (1 / u1.astype(np.float64) - 1) * 0.999
         keep = s.copy()
-        _draw_pair(s, lo0, lo1, f0, f1)
-        assert f0.all() and f1.all()
+        _draw_pair(s, np.stack([lo0, lo1]), f)
+        assert f.all()
         s[:] = keep
-        _draw_pair(s, lo0 / 0.998, lo1 / 0.998, f0, f1)
-        assert not f0.any() and not f1.any()
+        _draw_pair(s, np.stack([lo0, lo1]) / 0.998, f)
+        assert not f.any()
     np.testing.assert_array_equal(s, np.stack(ref, axis=1))
 
 
