@@ -8,6 +8,7 @@ drawn, and the rows of those that fired are added into the next hidden input whi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -252,6 +253,17 @@ def _key(rng: np.random.Generator) -> np.uint64:
     return rng.integers(0, 2**64, dtype=np.uint64)
 
 
+@functools.cache
+def _blas_threads():
+    """Controls the BLAS that numba's np.dot calls (scipy's). The sweep's block GEMMs already
+    run on every numba thread; a multi-threaded BLAS under each of them oversubscribes the
+    cores (measured at 40000×200 on 2 cores: 2× slower, ±20× spread), so they get one thread."""
+    import scipy.linalg.cython_blas  # noqa: F401  (load it before the controller looks)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 # --------------------------------------------------------------------------------------------
 # the model
 
@@ -336,7 +348,8 @@ class CRBM:
         inp = np.empty((h.shape[0], self.n_hidden), dtype=self.dtype)
         w = np.ascontiguousarray(self.weights)
         g = np.ascontiguousarray(self.fields, dtype=self.dtype)
-        _visible_sweep_kernel(h, w, g, _key(rng), self.dtype == np.float32, v, inp)
+        with _blas_threads().limit(limits=1, user_api="blas"):
+            _visible_sweep_kernel(h, w, g, _key(rng), self.dtype == np.float32, v, inp)
         return v, inp
 
     def gibbs(self, v: np.ndarray, n_sweeps: int, rng: np.random.Generator, *, return_input=False):
