@@ -22,6 +22,7 @@ import param
 from .errors import CrbmError, ParameterError
 from .layers import drelu_moments, drelu_sufficient_stats, drelu_sufficient_stats_mean
 from .model import CRBM, HIDDEN_PARAMS, sparse_outer
+from .optim import weight_step
 
 PAPER_RATE = 0.043  # mean activity of the fish λ = 0.02 was tuned on (METHODS §3)
 INIT_Z = 4.0  # significance (standard errors) of a correlation kept by correlation_init
@@ -319,15 +320,41 @@ def _hidden_grads(model: CRBM, pos, neg) -> dict[str, np.ndarray]:
     }
 
 
-def _reg_grad(w: np.ndarray, cfg: dict, update: int) -> np.ndarray:
+def _reg_strength(cfg: dict, update: int) -> float:
+    """λ, ramped up linearly over the first `l1_warmup` of the run."""
     warm = cfg["l1_warmup"] * cfg["n_updates"]
-    lam = cfg["l1"] * (min(1.0, update / warm) if warm > 0 else 1.0)
+    return cfg["l1"] * (min(1.0, update / warm) if warm > 0 else 1.0)
+
+
+def _reg_grad(w: np.ndarray, cfg: dict, update: int) -> np.ndarray:
+    lam = _reg_strength(cfg, update)
     kind = cfg["regularization"]
     if kind == "l1":
         return lam * np.sign(w)
     if kind == "l1_squared":
         return lam * np.abs(w).sum(axis=0, keepdims=True) * np.sign(w)
     return lam * w
+
+
+def _phase_gradients(model: CRBM, v_pos, i_pos, v_neg, i_neg, neg_weights):
+    """Every gradient but the weights', E[h|v] and Var[h|v] of the data, and the chain side of
+    the weight gradient as (h rows, divisor): Σ_{c: v_neg[c,i]=1} h[c]/divisor."""
+    hp = model.hidden_params()
+    mean_pos, var_pos = drelu_moments(i_pos, *hp)
+    mean_neg = drelu_moments(i_neg, *hp)[0]
+    dt = model.dtype
+    if neg_weights is None:
+        v_neg_mean = v_neg.mean(axis=0, dtype=dt)
+        stats_neg = drelu_sufficient_stats_mean(i_neg, *hp)
+        h_neg = (mean_neg, v_neg.shape[0])
+    else:
+        pw = np.asarray(neg_weights, dtype=dt)
+        v_neg_mean = pw @ v_neg
+        stats_neg = tuple(pw @ s for s in drelu_sufficient_stats(i_neg, *hp))
+        h_neg = (pw[:, None] * mean_neg, 1)
+    grads = {"fields": v_pos.mean(axis=0, dtype=dt) - v_neg_mean}
+    grads.update(_hidden_grads(model, drelu_sufficient_stats_mean(i_pos, *hp), stats_neg))
+    return grads, mean_pos, var_pos, h_neg
 
 
 def gradients(
@@ -341,28 +368,16 @@ def gradients(
     """Data-minus-model gradients (Rao-Blackwellized: E[h|v] at data and chain states).
 
     `neg_weights` (summing to 1) weight the rows of v_neg, e.g. P(v) over all states for the
-    exact gradient of a tiny model; default: uniform (chains).
+    exact gradient of a tiny model; default: uniform (chains). Training does the weight part
+    fused with the optimizer step (`optim.weight_step`); this is its reference.
     Returns (grads, positive-phase E[h|v], positive-phase Var[h|v], positive hidden input)."""
-    hp = model.hidden_params()
     i_pos, i_neg = model.hidden_input(v_pos), model.hidden_input(v_neg)
-    mean_pos, var_pos = drelu_moments(i_pos, *hp)
-    mean_neg = drelu_moments(i_neg, *hp)[0]
-    b, c = v_pos.shape[0], v_neg.shape[0]
-    dt = model.dtype
-    if neg_weights is None:
-        vh_neg, v_neg_mean = sparse_outer(v_neg, mean_neg) / c, v_neg.mean(axis=0, dtype=dt)
-        stats_neg = drelu_sufficient_stats_mean(i_neg, *hp)
-    else:
-        pw = np.asarray(neg_weights, dtype=dt)
-        vh_neg, v_neg_mean = v_neg.T.astype(dt) @ (pw[:, None] * mean_neg), pw @ v_neg
-        stats_neg = tuple(pw @ s for s in drelu_sufficient_stats(i_neg, *hp))
-    grads = {
-        "weights": sparse_outer(v_pos, mean_pos) / b
-        - vh_neg
-        - _reg_grad(model.weights, cfg, update).astype(dt),
-        "fields": v_pos.mean(axis=0, dtype=dt) - v_neg_mean,
-    }
-    grads.update(_hidden_grads(model, drelu_sufficient_stats_mean(i_pos, *hp), stats_neg))
+    grads, mean_pos, var_pos, (h_neg, div_neg) = _phase_gradients(
+        model, v_pos, i_pos, v_neg, i_neg, neg_weights
+    )
+    reg = _reg_grad(model.weights, cfg, update).astype(model.dtype)
+    vh_pos = sparse_outer(v_pos, mean_pos) / v_pos.shape[0]
+    grads["weights"] = vh_pos - sparse_outer(v_neg, h_neg) / div_neg - reg
     return grads, mean_pos, var_pos, i_pos
 
 
@@ -380,30 +395,64 @@ def _normalize(model: CRBM, state: TrainState, mean_pos, var_pos, data_mean, lr,
     model.gamma[:] = np.maximum(np.maximum(new, 0.75 * model.gamma), 0.05)
 
 
+def negative_phase(state: TrainState, cfg: dict):
+    """(v_neg, I(v_neg), row weights or None): N_MC Gibbs sweeps of the persistent chains."""
+    state.chains, i_neg = state.model.gibbs(state.chains, cfg["n_mc"], state.rng, return_input=True)
+    return state.chains, i_neg, None
+
+
+def _rmsprop(param_, mom, g, lr, t, cfg) -> None:
+    b2 = cfg["beta2"]
+    if cfg["grad_clip"] > 0:
+        g = np.clip(g, -cfg["grad_clip"], cfg["grad_clip"])
+    mom *= b2
+    mom += (1 - b2) * g * g
+    step = lr * g / (np.sqrt(mom / (1 - b2**t)) + cfg["epsilon"])
+    param_ += step.astype(param_.dtype)
+
+
 def update_step(state: TrainState, data: np.ndarray, data_mean: np.ndarray, cfg: dict) -> dict:
-    """One PCD update; returns what the progress statistics need."""
+    """One PCD update; returns what the progress statistics need (and max|w| after it)."""
     model = state.model
     lr = learning_rate(state.update, {**cfg, "lr_scale": state.lr_scale})
     v_pos = _next_batch(state, data, cfg["batch_size"])
-    state.chains = model.gibbs(state.chains, cfg["n_mc"], state.rng)
-    grads, mean_pos, var_pos, _ = gradients(model, v_pos, state.chains, cfg, state.update)
+    v_neg, i_neg, neg_weights = negative_phase(state, cfg)
+    i_pos = model.hidden_input(v_pos)
+    grads, mean_pos, var_pos, (h_neg, div_neg) = _phase_gradients(
+        model, v_pos, i_pos, v_neg, i_neg, neg_weights
+    )
+    lam = _reg_strength(cfg, state.update)
     state.update += 1
     t = state.update
-    b2 = cfg["beta2"]
-    for k in LEARNED:
-        g = grads[k]
-        if cfg["grad_clip"] > 0:
-            g = np.clip(g, -cfg["grad_clip"], cfg["grad_clip"])
-        mom = state.moments[k]
-        mom *= b2
-        mom += (1 - b2) * g * g
-        step = lr * g / (np.sqrt(mom / (1 - b2**t)) + cfg["epsilon"])
-        param_ = getattr(model, k)
-        param_ += step.astype(param_.dtype)
+    max_abs_w = weight_step(
+        model.weights,
+        state.moments["weights"],
+        v_pos,
+        mean_pos,
+        v_pos.shape[0],
+        v_neg,
+        h_neg,
+        div_neg,
+        reg=cfg["regularization"],
+        lam=lam,
+        clip=cfg["grad_clip"],
+        beta2=cfg["beta2"],
+        lr=lr,
+        t=t,
+        eps=cfg["epsilon"],
+    )
+    for k in LEARNED[1:]:
+        _rmsprop(getattr(model, k), state.moments[k], grads[k], lr, t, cfg)
     np.clip(model.eta, -0.95, 0.95, out=model.eta)
     if cfg["normalize"]:
         _normalize(model, state, mean_pos, var_pos, data_mean, lr, cfg)
-    return {"lr": lr, "v_pos": v_pos, "mean_pos": mean_pos, "var_pos": var_pos}
+    return {
+        "lr": lr,
+        "v_pos": v_pos,
+        "mean_pos": mean_pos,
+        "var_pos": var_pos,
+        "max_abs_w": max_abs_w,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,20 +480,33 @@ def progress_stats(state: TrainState, step: dict, data_mean: np.ndarray) -> dict
     }
 
 
-def check_finite(state: TrainState) -> str | None:
-    """A reason to stop, or None."""
+def _max_abs_w(state: TrainState, step: dict | None) -> float:
+    """max|w| (NaN if a weight is not finite), from the update step when it said so."""
+    if step is not None and "max_abs_w" in step:
+        return step["max_abs_w"]
+    w = state.model.weights
+    return float(np.abs(w).max()) if np.all(np.isfinite(w)) else float("nan")
+
+
+def check_finite(state: TrainState, step: dict | None = None) -> str | None:
+    """A reason to stop, or None. `step`: what `update_step` returned (saves two scans of W)."""
+    top = _max_abs_w(state, step)
     for k in ("weights", "fields", *HIDDEN_PARAMS):
-        if not np.all(np.isfinite(getattr(state.model, k))):
+        if k == "weights":
+            bad = not math.isfinite(top)
+        else:
+            bad = not np.all(np.isfinite(getattr(state.model, k)))
+        if bad:
             return f"non-finite values in {k} (diverged); lower the learning rate"
-    if np.abs(state.model.weights).max() > 1e3:
+    if top > 1e3:
         return "weights exceed 1e3 (diverged); lower the learning rate"
     return None
 
 
-def check_collapse(state: TrainState, cfg: dict) -> str | None:
+def check_collapse(state: TrainState, cfg: dict, step: dict | None = None) -> str | None:
     if (
         state.update >= int(cfg["decay_start"] * cfg["n_updates"])
-        and np.abs(state.model.weights).max() < COLLAPSE_MAX_W
+        and _max_abs_w(state, step) < COLLAPSE_MAX_W
     ):
         return (
             f"the model collapsed: no weight above {COLLAPSE_MAX_W:g} after the constant-rate"
@@ -513,7 +575,7 @@ def train(
                 cfg,
             )
         step = update_step(state, data, data_mean, cfg)
-        reason = check_finite(state) or check_collapse(state, cfg)
+        reason = check_finite(state, step) or check_collapse(state, cfg, step)
         # mean over all chains: on a tiny model one chain with every neuron on is a legal state
         if reason is None and state.chains.mean() > 0.9:
             reason = "persistent chains saturated (most neurons on); lower the learning rate"

@@ -227,6 +227,8 @@ GIBBS_MODELS = {
     "unimodal": dict(seed=2),
     # δ ∈ [−2.5, −1.5]: double wells; two units are bimodal under P(v) (checked below)
     "bimodal": dict(seed=3, delta=(-2.5, -1.5)),
+    # the training precision: h → v draws use the float32 polynomial exp of the fused sweep
+    "bimodal_float32": dict(seed=3, delta=(-2.5, -1.5)),
 }
 
 
@@ -275,6 +277,8 @@ def run_chains(model: CRBM, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module", params=list(GIBBS_MODELS))
 def gibbs_run(request):
     model = make_model(n=N_GIBBS, m=M_GIBBS, **GIBBS_MODELS[request.param])
+    if request.param.endswith("float32"):  # P(v) is then exactly that of the rounded model
+        model = CRBM(*(a.astype(np.float32) for a in model.to_dict().values()))
     vs, hs = run_chains(model, seed=100 + len(request.param))
     return request.param, model, vs, hs
 
@@ -439,6 +443,47 @@ def test_sampling_is_bit_reproducible():
     for _ in range(4):
         w = model.gibbs(w, 1, r2)
     assert np.array_equal(model.gibbs(v, 4, r1), w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [7, 131, 300])
+def test_visible_draws_follow_sigmoid_at_every_neuron(n, dtype):
+    """P(v_i = 1 | h) = σ(g_i + I_i(h)) for each neuron (z-test on 40,000 draws), for N odd or
+    not a multiple of the sweep's 128-neuron blocks (the odd neuron of the last block draws
+    alone), and the hidden input returned with v equals I(v) computed afresh."""
+    rng = np.random.default_rng(50 + n)
+    model = make_model(51, n, 4, w_scale=1.0, field_mean=0.0, field_scale=2.0)
+    model = CRBM(*(a.astype(dtype) for a in model.to_dict().values()))
+    h = np.repeat(rng.normal(0.0, 1.0, (1, 4)), 40_000, axis=0).astype(dtype)
+    v, inp = model._visible_sweep(h, rng)
+    p = model.mean_visible(h[:1])[0].astype(np.float64)
+    se = np.sqrt(p * (1 - p) / h.shape[0])
+    assert np.all(np.abs(v.mean(axis=0) - p) < Z_MAX * se + 1e-12)
+    assert 0.1 < p.mean() < 0.9
+    np.testing.assert_array_equal(inp, model.hidden_input(v))
+
+
+def test_lane_generator_is_xoshiro():
+    """The chains' vectorized generator in the sweep is exactly special.rng_next per stream."""
+    from crbm_core.model import _MASK24, _U24, _draw_pair
+    from crbm_core.special import rng_init, rng_next
+
+    s = np.stack([rng_init(np.uint64(9), c) for c in range(5)], axis=1)
+    ref = [rng_init(np.uint64(9), c) for c in range(5)]
+    # u < σ(x) ⟺ u(1 + e^−x) < 1: e^−x just below 1/u − 1 fires, just above does not
+    f = np.zeros((2, 5), np.uint8)
+    for _ in range(3):
+        r = np.array([rng_next(st) for st in ref], dtype=np.uint64)
+        u0 = ((r >> np.uint64(40)).astype(np.float32) + np.float32(0.5)) * _U24
+        u1 = (((r >> np.uint64(8)) & _MASK24).astype(np.float32) + np.float32(0.5)) * _U24
+        lo0, lo1 = (1 / u0.astype(np.float64) - 1) * 0.999, (1 / u1.astype(np.float64) - 1) * 0.999
+        keep = s.copy()
+        _draw_pair(s, np.stack([lo0, lo1]), f)
+        assert f.all()
+        s[:] = keep
+        _draw_pair(s, np.stack([lo0, lo1]) / 0.998, f)
+        assert not f.any()
+    np.testing.assert_array_equal(s, np.stack(ref, axis=1))
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs ≥ 2 numba threads")

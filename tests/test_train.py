@@ -210,6 +210,53 @@ def test_neg_weights_uniform_equals_default(tiny):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("reg", ["l1", "l1_squared", "l2"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_weight_step_equals_numpy_step(reg, weighted):
+    """optim.weight_step (gradient, clip, RMSprop, in one numba pass) = gradients() followed by
+    the numpy RMSprop step, to float32 rounding; it reports max|w|, or NaN for a non-finite w."""
+    from crbm_core.layers import drelu_moments
+    from crbm_core.optim import weight_step
+
+    rng = np.random.default_rng(40)
+    n, m, b, c = 700, 9, 30, 40
+    f32 = np.float32
+    model = CRBM(
+        rng.normal(0.0, 0.3, (n, m)).astype(f32),
+        rng.normal(-2.0, 0.5, n).astype(f32),
+        rng.uniform(0.5, 1.5, m).astype(f32),
+        rng.normal(0.0, 0.5, m).astype(f32),
+        rng.normal(0.0, 0.5, m).astype(f32),
+        rng.uniform(-0.5, 0.5, m).astype(f32),
+    )
+    model.weights[:5] = 0.0  # sign(0) = 0
+    v_pos = (rng.random((b, n)) < 0.2).astype(np.uint8)
+    v_neg = (rng.random((c, n)) < 0.2).astype(np.uint8)
+    pw = rng.dirichlet(np.ones(c)) if weighted else None
+    cfg = {"l1": 0.05, "l1_warmup": 0.0, "n_updates": 10, "regularization": reg}
+    clip, beta2, lr, t, eps = 0.1, 0.999, 3e-3, 7, 1e-6
+    mom = rng.uniform(0.0, 1e-3, (n, m)).astype(f32)
+
+    g = gradients(model, v_pos, v_neg, cfg, 3, neg_weights=pw)[0]["weights"]
+    assert np.mean(np.abs(g) > clip) > 0.01  # the clip is exercised
+    w_ref, m_ref = model.weights.copy(), mom.copy()
+    tr._rmsprop(w_ref, m_ref, g, lr, t, {"beta2": beta2, "grad_clip": clip, "epsilon": eps})
+
+    hp = model.hidden_params()
+    mean_pos = drelu_moments(model.hidden_input(v_pos), *hp)[0]
+    mean_neg = drelu_moments(model.hidden_input(v_neg), *hp)[0]
+    h_neg, div = (mean_neg, c) if pw is None else (pw[:, None].astype(f32) * mean_neg, 1)
+    w, mo = model.weights.copy(), mom.copy()
+    kw = dict(reg=reg, lam=0.05, clip=clip, beta2=beta2, lr=lr, t=t, eps=eps)
+    top = weight_step(w, mo, v_pos, mean_pos, b, v_neg, h_neg, div, **kw)
+    np.testing.assert_allclose(mo, m_ref, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6, atol=1e-9)
+    assert np.abs(w - model.weights).max() > 1e-4  # the step moved the weights
+    assert top == float(np.abs(w).max())
+    w[3, 4] = np.nan
+    assert math.isnan(weight_step(w, mo, v_pos, mean_pos, b, v_neg, h_neg, div, **kw))
+
+
 # --------------------------------------------------------------------------------------------
 # 2. exact-gradient training vs PCD training
 
@@ -217,8 +264,8 @@ def test_neg_weights_uniform_equals_default(tiny):
 @pytest.mark.slow
 def test_exact_and_pcd_training_reach_the_same_moments(monkeypatch):
     """A random N = 8, M = 2 cRBM gives 500 exact frames. The same TrainConfig is run (a) with
-    exact gradients — full data batch, model moments by enumeration (gradients() with
-    neg_weights = P(v)) — and (b) with PCD (batches of 100, 100 chains, 5 sweeps).
+    exact gradients — full data batch, model moments by enumeration (the negative phase is
+    every state weighted by P(v)) — and (b) with PCD (batches of 100, 100 chains, 5 sweeps).
 
     Yardstick: the sampling error of each data moment, SE = std over frames / √500. Two fits whose
     moments differ by less than SE cannot be told apart by these data; a broken negative phase
@@ -253,13 +300,12 @@ def test_exact_and_pcd_training_reach_the_same_moments(monkeypatch):
     )
     pcd = train(data, TrainConfig(batch_size=100, n_chains=100, n_mc=5, **common))
 
-    original = tr.gradients
+    def exact_negative_phase(state, cfg):
+        assert cfg["batch_size"] == t  # the whole data set every update
+        model = state.model
+        return states, model.hidden_input(states), exact_probs(model, states)
 
-    def exact_gradients(model, v_pos, v_neg, cfg, update=0):
-        assert v_pos.shape[0] == t  # the whole data set every update
-        return original(model, v_pos, states, cfg, update, neg_weights=exact_probs(model, states))
-
-    monkeypatch.setattr(tr, "gradients", exact_gradients)
+    monkeypatch.setattr(tr, "negative_phase", exact_negative_phase)
     exact = train(data, TrainConfig(batch_size=t, n_chains=1, n_mc=1, **common))
     monkeypatch.undo()
 
