@@ -25,6 +25,7 @@ from .model import CRBM, HIDDEN_PARAMS, sparse_outer
 from .optim import weight_step
 
 PAPER_RATE = 0.043  # mean activity of the fish λ = 0.02 was tuned on (METHODS §3)
+L1_PER_RATE = 0.01 / PAPER_RATE  # default λ per unit of mean activity (half the paper's ratio)
 INIT_Z = 4.0  # significance (standard errors) of a correlation kept by correlation_init
 COLLAPSE_MAX_W = 1e-3  # below this everywhere after the warm phase: nothing was learned
 LEARNED = ("weights", "fields", "theta", "delta", "eta")  # γ is set by the normalization
@@ -55,8 +56,10 @@ class TrainConfig(param.Parameterized):
         allow_None=True,
         bounds=(0, 10),
         doc=(
-            "Sparsity strength λ. Default 0.02 × (mean activity / 0.043): the paper tuned 0.02 on "
-            "fish firing 0.043 per frame, and a fixed 0.02 on sparser data kills every weight."
+            "Sparsity strength λ. Default 0.01 × (mean activity / 0.043): the paper tuned 0.02 on "
+            "fish firing 0.043 per frame, a fixed 0.02 on sparser data kills every weight, and on "
+            "virtual fish half the paper's ratio recovered more planted assemblies (N = 2,000, "
+            "9,000 updates: 87 % vs 77 %; λ/4: 83 %)."
         ),
     )
     regularization = param.Selector(
@@ -137,7 +140,7 @@ class TrainConfig(param.Parameterized):
         if d["n_hidden"] is None:
             d["n_hidden"] = max(2, int(round(math.sqrt(n_neurons))))
         if d["l1"] is None:
-            d["l1"] = 0.02 * mean_rate / PAPER_RATE
+            d["l1"] = L1_PER_RATE * mean_rate
         if d["lr_final"] > d["learning_rate"]:
             raise ParameterError(
                 f"lr_final {d['lr_final']} is above learning_rate {d['learning_rate']}"
@@ -194,15 +197,17 @@ def correlation_init(
 ) -> np.ndarray:
     """N×M weights: each unit starts on the significant correlations of a different seed neuron.
 
-    `candidates`·M seeds are drawn ∝ firing rate; a seed's correlations with every neuron (from
-    the frames where it fired: no N×N matrix) are soft-thresholded at z standard errors (z/√T),
-    which removes the sampling noise that otherwise dominates the vector (N·(1/√T)² against a few
-    dozen real neighbours). Seeds are taken strongest neighbourhood first (Σr²), skipping any
-    whose neighbourhood has cosine > 0.5 with one already taken, so units start on distinct
-    assemblies. Each unit is scaled so that its input varies by `input_std` over the data: at
-    small weights the likelihood gradient of a weight grows with the weights (∝ Σ_j C_ij w_j) and
-    the L1 penalty would silence the unit of a small assembly before it could grow. Units left
-    without a seed start as the paper's w ~ N(0, 0.1/N).
+    `candidates`·M seeds are drawn ∝ firing rate. A seed's correlations with every neuron (from
+    the frames where it fired: no N×N matrix) are taken partial to the population rate, so that
+    brain-wide fluctuations, which correlate every pair a little, do not merge assemblies; then
+    soft-thresholded at z standard errors (z/√T), which removes the sampling noise that would
+    otherwise dominate the vector (N·(1/√T)² against a few dozen real neighbours). Seeds are
+    taken strongest neighbourhood first (Σr²), skipping any whose neighbourhood has cosine > 0.5
+    with one already taken, so units start on distinct assemblies. Each unit is scaled so that
+    its input varies by `input_std` over the data: at small weights the likelihood gradient of a
+    weight grows with the weights (∝ Σ_j C_ij w_j) and the L1 penalty would silence the unit of
+    a small assembly before it could grow. Units left without a seed start as the paper's
+    w ~ N(0, 0.1/N).
     """
     t, n = data.shape
     p = data.mean(axis=0, dtype=np.float64)
@@ -211,27 +216,39 @@ def correlation_init(
     if p.sum() <= 0:
         return w
     thr = z / math.sqrt(t)
+    pop = data.sum(axis=1, dtype=np.float64)
+    pop = (pop - pop.mean()) / (pop.std() + 1e-12)
+    r_pop = (
+        sum(  # correlation of each neuron with the population rate, by blocks of frames
+            pop[t0 : t0 + 1024] @ data[t0 : t0 + 1024].astype(np.float32)
+            for t0 in range(0, t, 1024)
+        )
+        / (t * sd)
+    )
+    r_pop = np.clip(r_pop, -0.99, 0.99)
+    rest = np.sqrt(1.0 - r_pop**2)
 
     def neighbourhood(s: int) -> np.ndarray:
         fired = data[data[:, s] > 0]
         r = (fired.sum(axis=0, dtype=np.float64) / t - p * p[s]) / (sd * sd[s])
+        r = (r - r_pop * r_pop[s]) / (rest * rest[s])
         r[s] = 0.0
         return np.sign(r) * np.maximum(np.abs(r) - thr, 0.0)
 
     n_cand = min(int((p > 0).sum()), candidates * n_hidden)
     seeds = rng.choice(n, size=n_cand, replace=False, p=p / p.sum())
     strength = np.array([np.sum(neighbourhood(s) ** 2) for s in seeds])  # kept: 1 vector
-    chosen = np.zeros((0, n))  # unit vectors of the neighbourhoods taken
-    for k in np.argsort(-strength, kind="stable"):
-        if chosen.shape[0] == n_hidden or strength[k] <= 0:
+    chosen = np.zeros((n_hidden, n))  # unit vectors of the neighbourhoods taken
+    k = 0
+    for c in np.argsort(-strength, kind="stable"):
+        if k == n_hidden or strength[c] <= 0:
             break
-        r = neighbourhood(seeds[k])
-        u = r / math.sqrt(strength[k])
-        if chosen.shape[0] and np.abs(chosen @ u).max() > 0.5:
+        r = neighbourhood(seeds[c])
+        u = r / math.sqrt(strength[c])
+        if k and np.abs(chosen[:k] @ u).max() > 0.5:
             continue
-        w[:, chosen.shape[0]] = r
-        chosen = np.vstack([chosen, u])
-    k = chosen.shape[0]
+        w[:, k], chosen[k] = r, u
+        k += 1
     if k:  # scale each seeded unit so that its input varies by `input_std` over the data
         inp = np.concatenate(
             [
