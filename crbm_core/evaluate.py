@@ -38,17 +38,18 @@ def connected_correlations(
 ) -> np.ndarray:
     """⟨v_i v_j⟩ − ⟨v_i⟩⟨v_j⟩ for i < j (upper triangle, row-major) of the chosen neurons,
     Rao-Blackwellized over h ~ P(h | v) at the given visible samples `v` (from `model`)."""
-    p = model.mean_visible(model.sample_hidden(v, rng)).astype(np.float64)
-    if neurons is not None:
-        p = p[:, neurons]
-    mean = p.mean(axis=0)
-    cov = p.T @ p / p.shape[0] - np.outer(mean, mean)
-    return cov[np.triu_indices(mean.size, 1)]
+    p = model.mean_visible(model.sample_hidden(v, rng))
+    return _upper_covariance(p if neurons is None else p[:, neurons])
 
 
 def data_connected_correlations(v: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
     """The same statistic from binary frames (T×N), for comparison with a model's."""
-    x = (v if neurons is None else v[:, neurons]).astype(np.float64)
+    return _upper_covariance(v if neurons is None else v[:, neurons])
+
+
+def _upper_covariance(x: np.ndarray) -> np.ndarray:
+    """Covariance of the columns of x (rows = samples), upper triangle without the diagonal."""
+    x = x.astype(np.float64)
     mean = x.mean(axis=0)
     cov = x.T @ x / x.shape[0] - np.outer(mean, mean)
     return cov[np.triu_indices(mean.size, 1)]

@@ -508,13 +508,10 @@ def _max_abs_w(state: TrainState, step: dict | None) -> float:
 def check_finite(state: TrainState, step: dict | None = None) -> str | None:
     """A reason to stop, or None. `step`: what `update_step` returned (saves two scans of W)."""
     top = _max_abs_w(state, step)
-    for k in ("weights", "fields", *HIDDEN_PARAMS):
-        if k == "weights":
-            bad = not math.isfinite(top)
-        else:
-            bad = not np.all(np.isfinite(getattr(state.model, k)))
-        if bad:
-            return f"non-finite values in {k} (diverged); lower the learning rate"
+    bad = [] if math.isfinite(top) else ["weights"]
+    bad += [k for k in ("fields", *HIDDEN_PARAMS) if not np.isfinite(getattr(state.model, k)).all()]
+    if bad:
+        return f"non-finite values in {bad[0]} (diverged); lower the learning rate"
     if top > 1e3:
         return "weights exceed 1e3 (diverged); lower the learning rate"
     return None

@@ -39,8 +39,7 @@ def test_crbm_mode_connected_correlations_match_the_true_model():
     """Learned ⟨v_i v_j⟩ − ⟨v_i⟩⟨v_j⟩ against the true model's over all pairs: Pearson r ≥ 0.9.
 
     Both sides are Rao-Blackwellized (evaluate.connected_correlations), the truth's over 60,000
-    exact samples, the model's over the paper's 15,000-sample protocol; the data's own statistic
-    at T = 4,000 is printed for comparison (it is noisier than either)."""
+    exact samples, the model's over the paper's 15,000-sample protocol."""
     fish = generate_virtual_fish(N, T, K, seed=12, mode="crbm")
     data = fish.recording.spike_array()
     rng = np.random.default_rng(0)
