@@ -165,12 +165,14 @@ def cmd_train(args) -> int:
 
     from tqdm import tqdm
 
-    from .modelfile import load_checkpoint, recording_digest, save_checkpoint
+    from .modelfile import load_checkpoint, load_split, recording_digest, save_checkpoint
     from .recording import read_recording
+    from .split import Split, choose_split
     from .train import TrainConfig, train
 
     rec = read_recording(args.recording)
     data = rec.spike_array()
+    digest = recording_digest(data)
     options = {
         k: getattr(args, k)
         for k in TrainConfig.param.objects("existing")
@@ -178,17 +180,31 @@ def cmd_train(args) -> int:
     }
     state = None
     if args.resume:
-        state, config, _ = load_checkpoint(args.resume)
+        state, config, attrs = load_checkpoint(args.resume)
         config.param.update(**{k: v for k, v in options.items() if k == "n_updates"})
+        if attrs.get("recording_sha256") not in (None, digest):
+            print(
+                f"error: {args.recording} is not the recording {args.resume} was trained on",
+                file=sys.stderr,
+            )
+            return 2
+        stored = load_split(args.resume)
+        split = Split.from_dict(stored) if stored is not None else None
     else:
         config = TrainConfig(**options)
+        split = None if args.all_frames else choose_split(data)
     out = Path(args.output or args.resume)
     provenance = {
         "recording": rec.name,
         "recording_file": str(args.recording),
-        "recording_sha256": recording_digest(data),
-        "split": "none (all frames)",
+        "recording_sha256": digest,
+        "split": "none (all frames)" if split is None else split.describe(),
     }
+    if split is not None:
+        data = split.apply(data)[0]
+        if not args.quiet:
+            print(f"split: {provenance['split']}", file=sys.stderr)
+    split_dict = None if split is None else split.to_dict()
     stop = {"now": False}
 
     def on_sigint(signum, frame):
@@ -213,7 +229,7 @@ def cmd_train(args) -> int:
         )
 
     def checkpoint(st, cfg):
-        save_checkpoint(out, st, config, cfg, provenance=provenance)
+        save_checkpoint(out, st, config, cfg, provenance=provenance, split=split_dict)
 
     try:
         result = train(
@@ -236,6 +252,7 @@ def cmd_train(args) -> int:
         message=result.message,
         provenance=provenance,
         final=result.model,
+        split=split_dict,
     )
     if result.status == "stopped":
         print(
@@ -292,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="model file (also the checkpoint)")
     s.add_argument("--resume", help="continue the run stored in this model file")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--all-frames",
+        action="store_true",
+        help="train on every frame (default: hold out 3 of 10 segments, METHODS §4)",
+    )
     _add_config_options(s)
     s.set_defaults(func=cmd_train)
 

@@ -5,7 +5,8 @@ Layout: attrs `format = "crbm-explorer/model"`, `format_version`, `status`, `mes
 provenance (`recording`, `recording_sha256`, `package_version`); `/model/*` (the sign-swapped
 model to analyse), `/state/model/*` (the raw training model), `/state/*` (chains, RMSprop
 moments, RNG state, batch order, schedule position, centring input), `/history/*` (one column per
-progress statistic). Every write is atomic, so a crash mid-write keeps the previous checkpoint.
+progress statistic), `/split/*` (the train/test split, `split.Split.to_dict`, when one was used).
+Every write is atomic, so a crash mid-write keeps the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def save_checkpoint(
     message: str = "",
     provenance: dict | None = None,
     final: CRBM | None = None,
+    split: dict | None = None,
 ) -> Path:
     """Write model + full training state atomically (temp file, fsync, rename)."""
     path = Path(path)
@@ -96,6 +98,13 @@ def save_checkpoint(
         for key in events[0] if events else {}:
             h.create_dataset(key, data=np.array([e.get(key, np.nan) for e in events], float))
         h.attrs["events"] = json.dumps([e for e in state.history if "event" in e])
+        if split is not None:
+            g = f.create_group("split")
+            for k, v in split.items():
+                if np.ndim(v):
+                    g.create_dataset(k, data=v)
+                else:
+                    g.attrs[k] = v
     return path
 
 
@@ -124,6 +133,15 @@ def load_model(path: str | os.PathLike) -> CRBM:
         model = _read_model(f["model"])
         model.meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     return model
+
+
+def load_split(path: str | os.PathLike) -> dict | None:
+    """The stored train/test split (`split.Split.from_dict` input), or None if all frames."""
+    with _open(path) as f:
+        if "split" not in f:
+            return None
+        g = f["split"]
+        return {**{k: v[()] for k, v in g.items()}, **dict(g.attrs)}
 
 
 def load_history(path: str | os.PathLike) -> dict[str, np.ndarray]:

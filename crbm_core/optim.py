@@ -48,7 +48,7 @@ def _sum_active(vt: np.ndarray, h: np.ndarray, out: np.ndarray, idx: np.ndarray)
 @njit(cache=True, nogil=True, error_model="numpy")
 def _weight_step_rows(
     i0, i1, w, w_bits, mom, v_pos, h_pos, div_pos, v_neg, h_neg, div_neg, reg_kind, reg_coef,
-    clip, b2, one_minus_b2, lr, bias, eps, sign_mask,
+    ru, rc, clip, b2, one_minus_b2, lr, bias, eps, sign_mask,
 ):  # fmt: skip
     """Rows [i0, i1) of `_weight_step_kernel`; returns the max of |w|'s bit patterns.
 
@@ -75,8 +75,9 @@ def _weight_step_rows(
             for j in range(m):
                 x = wi[j]
                 reg[j] = reg_coef[j] * (dt(1) if x > 0 else (dt(-1) if x < 0 else x * dt(0)))
+        ui = ru[i]
         for j in range(m):
-            gr = (pos[j] / div_pos - neg[j] / div_neg) - reg[j]
+            gr = (pos[j] / div_pos - neg[j] / div_neg + ui * rc[j]) - reg[j]
             gr = clip if gr > clip else (-clip if gr < -clip else gr)  # NaN stays NaN
             mo = mi[j] * b2 + (one_minus_b2 * gr) * gr
             mi[j] = mo
@@ -89,9 +90,10 @@ def _weight_step_rows(
 @njit(parallel=True, cache=True, nogil=True)
 def _weight_step_kernel(
     w, w_bits, mom, v_pos, h_pos, div_pos, v_neg, h_neg, div_neg, reg_kind, reg_coef,
-    clip, b2, one_minus_b2, lr, bias, eps, sign_mask, top_bits,
+    ru, rc, clip, b2, one_minus_b2, lr, bias, eps, sign_mask, top_bits,
 ):  # fmt: skip
-    """One RMSprop step of every w_ij, with grad = Σ_pos h/div_pos − Σ_neg h/div_neg − reg.
+    """One RMSprop step of every w_ij, with grad = Σ_pos h/div_pos − Σ_neg h/div_neg + ru_i·rc_j
+    − reg (ru ⊗ rc: the normalization's centring term, zeros without it).
 
     reg = coef_j·sign(w) (l1: coef = λ; l1_squared: coef = λΣ_i|w_iμ|) or coef_j·w (l2).
     w_bits is w viewed as integers: the max of |w|'s bit patterns per chunk (top_bits) is the
@@ -101,8 +103,8 @@ def _weight_step_kernel(
     for k in prange(_ROW_CHUNKS):
         top_bits[k] = _weight_step_rows(
             k * n // _ROW_CHUNKS, (k + 1) * n // _ROW_CHUNKS, w, w_bits, mom, v_pos, h_pos,
-            div_pos, v_neg, h_neg, div_neg, reg_kind, reg_coef, clip, b2, one_minus_b2, lr,
-            bias, eps, sign_mask,
+            div_pos, v_neg, h_neg, div_neg, reg_kind, reg_coef, ru, rc, clip, b2, one_minus_b2,
+            lr, bias, eps, sign_mask,
         )  # fmt: skip
 
 
@@ -136,13 +138,15 @@ def weight_step(
     lr: float,
     t: int,
     eps: float,
+    rank_one: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float:
     """Update w and its RMSprop moment in place; returns max|w| after the step (NaN if any
     weight is not finite).
 
     Gradient Σ_{b: v_pos[b,i]=1} h_pos[b,j]/div_pos − Σ_{c: v_neg[c,i]=1} h_neg[c,j]/div_neg −
-    reg'(w_ij) (v binary uint8 B×N, h B×M); then, with the rounding of numpy float arithmetic,
-    g ← clip(g), m ← β₂m + (1−β₂)g², w ← w + lr·g/(√(m/(1−β₂ᵗ)) + ε)."""
+    reg'(w_ij) (v binary uint8 B×N, h B×M) [+ u_i·c_j with rank_one = (u, c)]; then, with
+    the rounding of numpy float arithmetic, g ← clip(g), m ← β₂m + (1−β₂)g²,
+    w ← w + lr·g/(√(m/(1−β₂ᵗ)) + ε)."""
     if not (w.flags.c_contiguous and mom.flags.c_contiguous and mom.dtype == w.dtype):
         raise ValueError("weights and moments must be C-contiguous arrays of one dtype")
     dt = w.dtype.type
@@ -153,6 +157,10 @@ def weight_step(
         coef = lam_ * sums.astype(w.dtype)
     else:
         coef = np.full(w.shape[1], lam_, dtype=w.dtype)
+    if rank_one is None:
+        ru, rc = np.zeros(w.shape[0], w.dtype), np.zeros(w.shape[1], w.dtype)
+    else:
+        ru, rc = (np.ascontiguousarray(a, dtype=w.dtype) for a in rank_one)
     bits_dtype = np.int32 if w.dtype == np.float32 else np.int64
     top = np.zeros(_ROW_CHUNKS, dtype=bits_dtype)
     _weight_step_kernel(
@@ -167,6 +175,8 @@ def weight_step(
         dt(div_neg),
         REG_KINDS[reg],
         coef,
+        ru,
+        rc,
         dt(clip) if clip > 0 else dt(np.inf),  # no clip: ±inf bounds change nothing
         dt(beta2),
         dt(1 - beta2),

@@ -94,6 +94,14 @@ class Split:
         held = set(self.held_out)
         return part([s for s in range(self.n_segments) if s not in held]), part(self.held_out)
 
+    def describe(self) -> str:
+        """One line for logs and file attributes."""
+        held = ", ".join(str(int(s) + 1) for s in self.held_out)
+        return (
+            f"segments {held} of {self.n_segments} held out ({len(self.train)} train, "
+            f"{len(self.test)} test frames; {self.percentile:g}th percentile of train-test RMSE)"
+        )
+
     def to_dict(self) -> dict:
         """Arrays and scalars only (HDF5 datasets/attributes; `from_dict` inverts it)."""
         return {

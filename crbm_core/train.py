@@ -22,6 +22,7 @@ import param
 from .errors import CrbmError, ParameterError
 from .layers import drelu_moments, drelu_sufficient_stats, drelu_sufficient_stats_mean
 from .model import CRBM, HIDDEN_PARAMS, sparse_outer
+from .normalization import correct_gradients, renormalize
 from .optim import weight_step
 
 PAPER_RATE = 0.043  # mean activity of the fish λ = 0.02 was tuned on (METHODS §3)
@@ -90,6 +91,14 @@ class TrainConfig(param.Parameterized):
     normalize = param.Boolean(
         default=True,
         doc=("Keep every hidden unit at unit variance on the data and centred (METHODS §2)."),
+    )
+    bn_correction = param.Boolean(
+        default=False,
+        doc=(
+            "Add to the gradients the terms from γ and θ being set by the normalization "
+            "(implicit dependence on θ, δ, η, W; centred weight gradient), as the reference code "
+            "does. See normalization.py for the derivation and the measured comparison."
+        ),
     )
     seed = param.Integer(default=0, doc="One seed makes the run bit-for-bit reproducible.")
     dtype = param.Selector(default="float32", objects=["float32", "float64"])
@@ -326,6 +335,7 @@ def _hidden_grads(model: CRBM, pos, neg) -> dict[str, np.ndarray]:
     g, d, e = model.gamma, model.delta, np.clip(model.eta, -0.95, 0.95)
     sp, sm = np.sqrt(1 + e), np.sqrt(1 - e)
     return {
+        "gamma": d_gp / (1 + e) + d_gm / (1 - e),  # not learned: used by the bn correction
         "theta": d_tp - d_tm,
         "delta": d_tp / sp + d_tm / sm,
         "eta": (
@@ -381,35 +391,38 @@ def gradients(
     cfg: dict,
     update: int = 0,
     neg_weights: np.ndarray | None = None,
+    data_mean: np.ndarray | None = None,
 ):
     """Data-minus-model gradients (Rao-Blackwellized: E[h|v] at data and chain states).
 
     `neg_weights` (summing to 1) weight the rows of v_neg, e.g. P(v) over all states for the
-    exact gradient of a tiny model; default: uniform (chains). Training does the weight part
-    fused with the optimizer step (`optim.weight_step`); this is its reference.
+    exact gradient of a tiny model; default: uniform (chains). With cfg["bn_correction"] the
+    normalization terms are added (`normalization.correct_gradients`; `data_mean` defaults to
+    the batch mean). Training does the weight part fused with the optimizer step
+    (`optim.weight_step`); this is its reference.
     Returns (grads, positive-phase E[h|v], positive-phase Var[h|v], positive hidden input)."""
     i_pos, i_neg = model.hidden_input(v_pos), model.hidden_input(v_neg)
     grads, mean_pos, var_pos, (h_neg, div_neg) = _phase_gradients(
         model, v_pos, i_pos, v_neg, i_neg, neg_weights
     )
+    h_pos, extra = _corrected_positive_phase(model, v_pos, i_pos, mean_pos, grads, cfg, data_mean)
     reg = _reg_grad(model.weights, cfg, update).astype(model.dtype)
-    vh_pos = sparse_outer(v_pos, mean_pos) / v_pos.shape[0]
+    vh_pos = sparse_outer(v_pos, h_pos) / v_pos.shape[0]
     grads["weights"] = vh_pos - sparse_outer(v_neg, h_neg) / div_neg - reg
+    if extra is not None:
+        grads["weights"] += np.outer(*extra)
     return grads, mean_pos, var_pos, i_pos
 
 
-def _normalize(model: CRBM, state: TrainState, mean_pos, var_pos, data_mean, lr, cfg) -> None:
-    """METHODS §2: follow the mean input with θ; damped move of γ toward Var_data(h) = 1."""
-    mean_input = data_mean @ model.weights
-    model.theta += (mean_input - state.mean_input).astype(model.dtype)
-    state.mean_input = mean_input
-    e = model.gamma * mean_pos
-    nu = model.gamma * var_pos - 1.0
-    a = 1.0 + nu.mean(axis=0)
-    target = 0.5 * (a + np.sqrt(a * a + 4.0 * e.var(axis=0)))
-    rate = 0.25 * lr / cfg["learning_rate"]
-    new = (1 - rate) * model.gamma + rate * target
-    model.gamma[:] = np.maximum(np.maximum(new, 0.75 * model.gamma), 0.05)
+def _corrected_positive_phase(model, v_pos, i_pos, mean_pos, grads, cfg, data_mean):
+    """(data-phase h rows of the weight gradient, rank-one centring term or None), with the
+    normalization correction applied to `grads` when cfg asks for it."""
+    if not (cfg.get("normalize", True) and cfg.get("bn_correction", False)):
+        return mean_pos, None
+    if data_mean is None:
+        data_mean = v_pos.mean(axis=0, dtype=np.float64)
+    h_extra, extra = correct_gradients(model, i_pos, grads, data_mean, v_pos.shape[0])
+    return mean_pos + h_extra, extra
 
 
 def negative_phase(state: TrainState, cfg: dict):
@@ -438,6 +451,9 @@ def update_step(state: TrainState, data: np.ndarray, data_mean: np.ndarray, cfg:
     grads, mean_pos, var_pos, (h_neg, div_neg) = _phase_gradients(
         model, v_pos, i_pos, v_neg, i_neg, neg_weights
     )
+    h_pos, rank_one = _corrected_positive_phase(
+        model, v_pos, i_pos, mean_pos, grads, cfg, data_mean
+    )
     lam = _reg_strength(cfg, state.update)
     state.update += 1
     t = state.update
@@ -445,7 +461,7 @@ def update_step(state: TrainState, data: np.ndarray, data_mean: np.ndarray, cfg:
         model.weights,
         state.moments["weights"],
         v_pos,
-        mean_pos,
+        h_pos,
         v_pos.shape[0],
         v_neg,
         h_neg,
@@ -457,12 +473,14 @@ def update_step(state: TrainState, data: np.ndarray, data_mean: np.ndarray, cfg:
         lr=lr,
         t=t,
         eps=cfg["epsilon"],
+        rank_one=rank_one,
     )
     for k in LEARNED[1:]:
         _rmsprop(getattr(model, k), state.moments[k], grads[k], lr, t, cfg)
     np.clip(model.eta, -0.95, 0.95, out=model.eta)
     if cfg["normalize"]:
-        _normalize(model, state, mean_pos, var_pos, data_mean, lr, cfg)
+        rate = 0.25 * lr / cfg["learning_rate"]
+        state.mean_input = renormalize(model, mean_pos, var_pos, data_mean, state.mean_input, rate)
     return {
         "lr": lr,
         "v_pos": v_pos,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from crbm_core.cli import main
-from crbm_core.modelfile import load_history, load_model
+from crbm_core.modelfile import load_history, load_model, load_split
 from crbm_core.recording import Recording
+from crbm_core.split import Split, choose_split
 
 
 @pytest.fixture
@@ -50,6 +51,20 @@ def test_train_writes_a_model_with_config_history_and_provenance(recording, tmp_
     assert '"seed": 3' in model.meta["config"] and len(model.meta["recording_sha256"]) == 64
     np.testing.assert_array_equal(load_history(out)["update"], [20, 40, 60])
     assert (model.weights.sum(axis=0) >= 0).all()  # sign-swapped for analysis
+    # METHODS §4 by default: 3 of 10 segments held out, the split of choose_split, stored
+    split = Split.from_dict(load_split(out))
+    expected = choose_split(Recording.load(recording, lazy=False).spike_array())
+    assert split.held_out == expected.held_out and len(split.held_out) == 3
+    assert len(split.train) == 280 and len(split.test) == 120
+    assert "held out" in model.meta["split"]
+
+
+def test_all_frames_option_trains_without_a_split(recording, tmp_path):
+    out = tmp_path / "model.h5"
+    argv = ["train", str(recording), "-o", str(out), "--n-updates", "20", "--n-hidden", "3"]
+    assert main([*argv, "--all-frames", "--quiet"]) == 0
+    assert load_split(out) is None
+    assert load_model(out).meta["split"] == "none (all frames)"
 
 
 def test_bad_options_and_files_give_one_line_errors(recording, tmp_path, capsys):
@@ -91,6 +106,7 @@ def test_ctrl_c_checkpoints_and_resume_completes(recording, tmp_path):
     assert proc.returncode == 130, err
     assert "--resume" in err
     stopped = load_model(out).meta
+    split_before = load_split(out)
     assert stopped["status"] == "stopped" and stopped["updates"] >= 50
     done_at = int(stopped["updates"]) + 30
     assert (
@@ -100,3 +116,4 @@ def test_ctrl_c_checkpoints_and_resume_completes(recording, tmp_path):
         == 0
     )
     assert int(load_model(out).meta["updates"]) == done_at
+    np.testing.assert_array_equal(load_split(out)["train"], split_before["train"])
