@@ -268,6 +268,99 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _model_recording(model_path: Path, given: str | None, meta: dict) -> Path:
+    """The recording a model was trained on: as given, else from the model's provenance (as
+    stored, or beside the model file)."""
+    if given:
+        return Path(given)
+    stored = meta.get("recording_file")
+    if not stored:
+        raise FileNotFoundError(f"{model_path} does not say which recording it was trained on")
+    for candidate in (Path(stored), model_path.parent / Path(stored).name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"recording {stored} of {model_path} not found; pass it with --recording"
+    )
+
+
+def cmd_evaluate(args) -> int:
+    from .modelfile import load_model, load_split, recording_digest
+    from .recording import read_recording
+    from .report import analyse, file_digest, report_path, save_report
+    from .split import Split
+
+    model_path = Path(args.model)
+    model = load_model(model_path)
+    rec_path = _model_recording(model_path, args.recording, model.meta)
+    rec = read_recording(rec_path, lazy=False)
+    digest = recording_digest(rec.spike_array())
+    if model.meta.get("recording_sha256") not in (None, digest):
+        print(
+            f"error: {rec_path} is not the recording {model_path} was trained on", file=sys.stderr
+        )
+        return 2
+    stored = load_split(model_path)
+    split = Split.from_dict(stored) if stored is not None else None
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"· {msg}", file=sys.stderr, flush=True)
+
+    sections = analyse(model, rec, split, seed=args.seed, progress=say)
+    out = Path(args.output) if args.output else report_path(model_path)
+    identity = {
+        "model_file": str(model_path),
+        "model_sha256": file_digest(model_path),
+        "recording_file": str(rec_path),
+        "recording_sha256": digest,
+        "split": model.meta.get("split", "none (all frames)"),
+    }
+    save_report(out, sections, identity)
+    ev = sections["evaluation"]["values"]
+    print(f"{'statistic':<10} {'nRMSE':>7} {'r':>6}")
+    for k, stat in ev["statistics"].items():
+        nr = stat["nrmse"] if stat["nrmse"] is not None else float("nan")
+        r = stat["pearson_r"] if stat["pearson_r"] is not None else float("nan")
+        print(f"{k:<10} {nr:>7.3f} {r:>6.3f}")
+    glm = sections["baselines"]["values"]["glm_median_nllh"]
+    print(
+        f"score min(1 − nRMSE) {_num(ev['score'])}; median nLLH {_num(ev['median_nllh'])} "
+        f"(GLM {_num(glm)})"
+    )
+    conn = sections["connectivity"]["values"]
+    if conn.get("sc_available"):
+        print(
+            f"FC vs SC Spearman r: cRBM {_num(conn.get('crbm_spearman_r'))}, correlation "
+            f"{_num(conn.get('correlation_spearman_r'))}, covariance "
+            f"{_num(conn.get('covariance_spearman_r'))}"
+        )
+    print(f"report in {out}")
+    return 0
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def cmd_report(args) -> int:
+    from .report import load_report, report_path
+
+    source = Path(args.model)
+    path = source if source.name.endswith(".report.h5") else report_path(source)
+    if not path.exists():
+        print(
+            f"error: {path} does not exist; run `crbm evaluate {args.model}` first",
+            file=sys.stderr,
+        )
+        return 2
+    from app.report_html import write_html
+
+    out = write_html(load_report(path), args.html)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crbm", description="compositional RBMs on whole-brain recordings (crbm-explorer)"
@@ -317,6 +410,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(s)
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser(
+        "evaluate", help="analyse a trained model (METHODS §4–8) into its report file"
+    )
+    s.add_argument("model", help="model file written by `crbm train`")
+    s.add_argument("--recording", help="the training recording (default: from the model file)")
+    s.add_argument("-o", "--output", help="report file (default: MODEL.report.h5 beside it)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the model sampling")
+    s.add_argument("--quiet", action="store_true", help="no progress messages")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("report", help="write a standalone HTML report of an evaluated model")
+    s.add_argument("model", help="model file (or its .report.h5)")
+    s.add_argument("--html", required=True, help="output HTML file")
+    s.set_defaults(func=cmd_report)
+
     s = sub.add_parser("atlas", help="atlas reference files: show status or fetch them")
     s.add_argument("action", choices=["status", "fetch"], nargs="?", default="status")
     s.add_argument("--dest", help="where to put them (default: the atlas directory)")
@@ -345,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         atlas.AtlasFetchError,
         atlas.AtlasFormatError,
         atlas.UnknownRegionError,
+        FileNotFoundError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,8 +14,9 @@ lacks (the reference code's "cross derivatives"):
 
 ∂G/∂I uses ∂E[h|I]/∂I = Var[h|I] (exact: I is the natural parameter) and a central difference
 for ∂Var/∂I; θ enters the energy as θ·h, exactly like −I, so ∂G/∂θ = −Σ_b ∂G/∂I_b; γ, δ and η
-take central differences of G (all units at once: they are independent). Which variant trains
-better is measured in `benchmarks/recovery.py` and stated at `TrainConfig.bn_correction`.
+take central differences of G (all units at once: they are independent). METHODS §2 asks to
+keep whichever variant converges better: measured with `benchmarks/recovery.py`, the plain one
+stays the default (figures at `TrainConfig.bn_correction`).
 """
 
 from __future__ import annotations
