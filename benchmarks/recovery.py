@@ -25,7 +25,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=4000)
     p.add_argument("--assemblies", type=int, default=30)
     p.add_argument("--mode", default="assemblies", choices=["assemblies", "crbm"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="virtual fish seed")
+    p.add_argument("--train-seed", type=int, default=0, help="TrainConfig seed (the tests use 0)")
     p.add_argument("--updates", type=int, default=12000)
     p.add_argument("--checkpoints", type=int, default=6)
     p.add_argument("--set", default="", help="TrainConfig settings, e.g. 'l1=0.004,n_hidden=30'")
@@ -41,7 +42,7 @@ def main() -> None:
     extra = {k: eval(v) for k, v in (kv.split("=") for kv in args.set.split(",") if kv)}  # noqa: S307
     cfg = TrainConfig(
         n_updates=args.updates,
-        seed=1,
+        seed=args.train_seed,
         checkpoint_every=max(1, args.updates // args.checkpoints),
         **extra,
     )
