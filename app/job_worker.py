@@ -1,0 +1,151 @@
+"""One training job in its own process: `python -m app.job_worker --store DIR --run ID`.
+
+The worker claims its queued run (queued → running, with its pid), trains it as `crbm train`
+does (the train/test split chosen by `choose_split`, kept in the model file), writes every
+progress event to the store as it happens and a checkpoint into `runs/<id>/model.h5`, and ends
+the run itself: finished / not converged, cancelled (the cancel flag, or SIGTERM/SIGINT with the
+flag set), interrupted (SIGTERM/SIGINT without it, e.g. a machine shutting down: resumable),
+or failed with the error and its traceback. A run whose model file holds a checkpoint continues
+from it (`load_checkpoint`), bit-for-bit the run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+CANCEL_POLL_SECONDS = 0.5  # how often the store's cancel flag is read during training
+
+
+def _load_data(store, run: dict):
+    """(training frames, split dict or None, provenance, resumed state or None, config)."""
+    from crbm_core.errors import CrbmError
+    from crbm_core.modelfile import load_checkpoint, load_split, recording_digest
+    from crbm_core.recording import read_recording
+    from crbm_core.split import Split, choose_split
+    from crbm_core.train import TrainConfig
+
+    rec_row = store.recording(run["recording_id"])
+    rec = read_recording(rec_row["path"])
+    data = rec.spike_array()
+    digest = recording_digest(data)
+    if digest != rec_row["sha256"]:
+        raise CrbmError(
+            f"{rec_row['path']}: the recording changed since it was added to the store "
+            "(its spikes no longer match the indexed SHA-256); add it again as a new recording"
+        )
+    config = TrainConfig.from_json(run["config"])
+    model_path = Path(run["model_path"])
+    state, split = None, None
+    if model_path.exists():
+        state, _, attrs = load_checkpoint(model_path)
+        if attrs.get("recording_sha256") not in (None, digest):
+            raise CrbmError(f"{model_path}: checkpoint is of another recording")
+        stored = load_split(model_path)
+        split = Split.from_dict(stored) if stored is not None else None
+    else:
+        split = choose_split(data)
+    provenance = {
+        "recording": rec.name,
+        "recording_file": str(rec_row["path"]),
+        "recording_sha256": digest,
+        "split": "none (all frames)" if split is None else split.describe(),
+        "run_id": int(run["id"]),
+    }
+    if split is not None:
+        data = split.apply(data)[0]
+    return data, (None if split is None else split.to_dict()), provenance, state, config
+
+
+def run_job(store, run_id: int) -> str:
+    """Train run `run_id` of `store` to its end; returns the final status."""
+    from crbm_core.modelfile import save_checkpoint
+    from crbm_core.train import train
+
+    if not store.set_status(run_id, "running", pid=os.getpid(), only_from=("queued",)):
+        return store.run(run_id)["status"]  # cancelled or claimed meanwhile: nothing to do
+    signalled = {"now": False}
+
+    def on_signal(signum, frame):
+        signalled["now"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        run = store.run(run_id)
+        data, split, provenance, state, config = _load_data(store, run)
+        if state is not None:
+            store.set_resumed_from(run_id, state.update)
+        out = Path(run["model_path"])
+        polled = {"t": 0.0, "cancel": False}
+
+        def should_stop() -> bool:
+            now = time.monotonic()
+            if signalled["now"]:
+                return True
+            if now - polled["t"] >= CANCEL_POLL_SECONDS:
+                polled["t"] = now
+                polled["cancel"] = store.cancel_requested(run_id)
+            return polled["cancel"]
+
+        def checkpoint(st, cfg):
+            save_checkpoint(out, st, config, cfg, provenance=provenance, split=split)
+            store.set_checkpoint(run_id, st.update)
+
+        result = train(
+            data,
+            config,
+            state=state,
+            callback=lambda event: store.add_progress(run_id, event),
+            checkpoint=checkpoint,
+            should_stop=should_stop,
+        )
+        if result.status == "stopped":
+            cancel = store.cancel_requested(run_id)
+            status = "cancelled" if cancel else "interrupted"
+            why = "cancelled" if cancel else "stopped by a signal"
+            store.set_status(
+                run_id, status, message=f"{why} at update {result.state.update}; resumable"
+            )
+            return status
+        save_checkpoint(
+            out,
+            result.state,
+            config,
+            result.resolved,
+            status=result.status,
+            message=result.message,
+            provenance=provenance,
+            final=result.model,
+            split=split,
+        )
+        store.set_checkpoint(run_id, result.state.update)
+        store.set_status(run_id, result.status, message=result.message)
+        return result.status
+    except Exception as exc:
+        from crbm_core.errors import CrbmError
+
+        message = str(exc) if isinstance(exc, CrbmError) else f"{type(exc).__name__}: {exc}"
+        store.set_status(run_id, "failed", message=message, traceback=traceback.format_exc())
+        return "failed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.store import RunStore
+
+    p = argparse.ArgumentParser(prog="python -m app.job_worker", description=__doc__)
+    p.add_argument("--store", required=True, help="data directory of the run store")
+    p.add_argument("--run", required=True, type=int, help="run id")
+    args = p.parse_args(argv)
+    status = run_job(RunStore(args.store), args.run)
+    print(f"run {args.run}: {status}", file=sys.stderr)
+    return 0 if status in ("finished", "not converged", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
