@@ -50,6 +50,17 @@ def pid_alive(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def worker_alive(pid: int | None, run_id: int) -> bool:
+    """Whether `pid` is still the worker of run `run_id` (not a reused pid of another program)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return b"app.job_worker" in argv and str(run_id).encode() in argv
+
+
 def worker_env(base: dict | None = None) -> dict:
     """The worker's environment: one BLAS/OpenMP thread (numba does the parallel work, and
     two threading layers fighting cost the reference code 10–140×), NUMBA_NUM_THREADS as given
@@ -94,7 +105,7 @@ class JobManager:
         auto_resume: bool = False,
     ):
         self.store = store if isinstance(store, RunStore) else RunStore(store)
-        self.max_workers = int(max_workers or os.cpu_count() or 1)
+        self.max_workers = (os.cpu_count() or 1) if max_workers is None else int(max_workers)
         if self.max_workers < 1:
             raise ParameterError(f"max_workers {max_workers}: need at least 1")
         self._procs: dict[int, subprocess.Popen] = {}
@@ -165,7 +176,9 @@ class JobManager:
         found = []
         host = socket.gethostname()
         for run in self.store.runs("running"):
-            if run["host"] != host or run["id"] in self._procs or pid_alive(run["pid"]):
+            if run["host"] != host or run["id"] in self._procs:
+                continue
+            if worker_alive(run["pid"], run["id"]):
                 continue
             if self.store.set_status(
                 run["id"],
@@ -229,7 +242,7 @@ class JobManager:
             if run["status"] not in ("queued", "running"):
                 continue
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            if run["cancel_requested"] or run["status"] == "queued" and code < 0:
+            if run["status"] == "running" and run["cancel_requested"]:
                 target, note = "cancelled", f"worker ended by {how} while cancelling"
             elif run["status"] == "running":
                 target, note = "interrupted", f"worker ended by {how}; resumable"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from app.jobs import JobError, JobManager, pid_alive
-from app.store import RunStore
-from crbm_core.errors import RecordingError
+from app.store import RunStore, UnknownRunError
+from crbm_core.errors import ParameterError, RecordingError
 from crbm_core.modelfile import load_checkpoint, load_model, load_split
 from crbm_core.recording import Recording
 from crbm_core.split import choose_split
@@ -90,7 +90,9 @@ def test_cancel_queued_and_running(store, recording):
     assert manager.cancel(queued_id) == "cancelled"
     assert store.run(queued_id)["status"] == "cancelled"
     # progress streams into the store while the job runs
-    _until(lambda: store.run(long_id)["status"] == "running" and store.progress(long_id), "progress")
+    _until(
+        lambda: store.run(long_id)["status"] == "running" and store.progress(long_id), "progress"
+    )
     assert manager.cancel(long_id) == "running"
     (run,) = manager.wait(long_id, timeout=TIMEOUT)
     assert run["status"] == "cancelled" and "cancelled at update" in run["message"]
@@ -158,3 +160,54 @@ def test_worker_killed_under_a_live_manager_is_interrupted(store, recording):
     os.kill(store.run(run_id)["pid"], signal.SIGKILL)
     (run,) = manager.wait(run_id, timeout=TIMEOUT)
     assert run["status"] == "interrupted" and "signal 9" in run["message"]
+
+
+def test_background_thread_starts_queued_runs(store, recording):
+    with JobManager(store, max_workers=1).start(interval=0.05) as manager:
+        ids = [manager.submit(recording, dict(SMALL, n_updates=30, seed=s)) for s in range(2)]
+        # no poll() from here on: the second run is started by the thread once a slot frees
+        _until(
+            lambda: all(
+                store.run(i)["status"] == "finished" or store.run(i)["status"] == "not converged"
+                for i in ids
+            ),
+            "both runs",
+        )
+    assert int(load_model(store.run(ids[1])["model_path"]).meta["updates"]) == 30
+
+
+def test_auto_resume_requeues_runs_of_a_dead_server(store, recording):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rec_id = store.add_recording(recording)
+    run_id = store.create_run(rec_id, TrainConfig(**SMALL, n_updates=30).to_json())
+    store.set_status(run_id, "running", pid=dead.pid)  # its worker died with the server
+    manager = JobManager(store, max_workers=1, auto_resume=True)
+    (run,) = manager.wait(run_id, timeout=TIMEOUT)
+    assert run["status"] in ("finished", "not converged")
+    assert run["resumed_from"] is None  # no checkpoint had been written: it started over
+
+
+def test_bad_requests(store, recording):
+    manager = JobManager(store, max_workers=1)
+    with pytest.raises(ParameterError, match="n_hidden"):
+        manager.submit(recording, dict(n_hidden=0))
+    with pytest.raises(ParameterError, match="foo"):
+        manager.submit(recording, dict(foo=1))
+    with pytest.raises(ParameterError, match="max_workers"):
+        JobManager(store, max_workers=0)
+    for call in (manager.cancel, manager.resume):
+        with pytest.raises(UnknownRunError, match="no run with id 77"):
+            call(77)
+    assert store.runs() == []
+
+
+def test_a_reused_pid_is_not_taken_for_the_worker(store, recording):
+    rec_id = store.add_recording(recording)
+    run_id = store.create_run(rec_id, TrainConfig(**SMALL, n_updates=30).to_json())
+    store.set_status(run_id, "running", pid=os.getpid())  # alive, but not a worker
+    JobManager(store, max_workers=1)
+    assert store.run(run_id)["status"] == "interrupted"

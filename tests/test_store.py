@@ -159,3 +159,10 @@ def test_concurrent_writer_processes_lose_nothing(store, tmp_path):
             assert all(e["writer"] == k and e["value"] == e["update"] * 0.5 for e in events)
             assert json.loads(store.run(run_id)["config"])["writer"] == k
     assert reads > 0
+
+
+def test_default_data_dir_is_crbm_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRBM_DATA_DIR", str(tmp_path / "elsewhere"))
+    store = RunStore()
+    assert store.data_dir == (tmp_path / "elsewhere").resolve()
+    assert (tmp_path / "elsewhere" / "runs.sqlite").exists()
