@@ -166,3 +166,16 @@ def test_default_data_dir_is_crbm_data_dir(tmp_path, monkeypatch):
     store = RunStore()
     assert store.data_dir == (tmp_path / "elsewhere").resolve()
     assert (tmp_path / "elsewhere" / "runs.sqlite").exists()
+
+
+def test_older_schema_is_migrated(store, monkeypatch):
+    import app.store
+
+    _set_version(store, 0)
+    steps = {0: lambda conn: conn.execute("CREATE TABLE migrated_from_0 (x INTEGER)")}
+    monkeypatch.setattr(app.store, "MIGRATIONS", steps)
+    again = RunStore(store.data_dir)
+    assert again.schema_version() == SCHEMA_VERSION
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'migrated_from_0'").fetchone()
+    conn.close()
