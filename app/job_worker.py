@@ -68,7 +68,7 @@ def run_job(store, run_id: int) -> str:
     from crbm_core.train import train
 
     if not store.set_status(run_id, "running", pid=os.getpid(), only_from=("queued",)):
-        return store.run(run_id)["status"]  # cancelled or claimed meanwhile: nothing to do
+        return "not claimed"  # cancelled, or claimed by another manager's worker: nothing to do
     signalled = {"now": False}
 
     def on_signal(signum, frame):
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     status = run_job(RunStore(args.store), args.run)
     print(f"run {args.run}: {status}", file=sys.stderr)
-    return 0 if status in ("finished", "not converged", "cancelled") else 1
+    return 0 if status in ("finished", "not converged", "cancelled", "not claimed") else 1
 
 
 if __name__ == "__main__":

@@ -241,6 +241,8 @@ class JobManager:
             run = self.store.run(run_id)
             if run["status"] not in ("queued", "running"):
                 continue
+            if run["status"] == "running" and run["pid"] != proc.pid:
+                continue  # another manager's worker claimed the run first; this one did nothing
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             if run["status"] == "running" and run["cancel_requested"]:
                 target, note = "cancelled", f"worker ended by {how} while cancelling"
@@ -287,6 +289,12 @@ class JobManager:
 
     def running(self) -> list[int]:
         return [r["id"] for r in self.store.runs("running")]
+
+    def spawned(self, run_id: int) -> bool:
+        """Whether this manager started a worker for the run that is still alive (the worker
+        marks the run "running" itself a moment later)."""
+        proc = self._procs.get(int(run_id))
+        return proc is not None and proc.poll() is None
 
     def wait(self, run_ids, timeout: float = 600.0, interval: float = 0.1) -> list[dict]:
         """Poll until every run in `run_ids` (an id or a list) is final or interrupted; returns

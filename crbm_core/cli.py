@@ -361,6 +361,43 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_jobs(args) -> int:
+    """Drive the run store's job manager (the one the dashboard uses) from the shell. Every call
+    first starts queued runs into free slots and marks runs whose worker died "interrupted";
+    workers run in their own sessions, so they outlive this command."""
+    from app.jobs import JobManager
+
+    from .train import TrainConfig
+
+    manager = JobManager(data_dir(), max_workers=args.max_workers)
+    manager.poll()
+    store = manager.store
+    if args.action == "submit":
+        options = {
+            k: getattr(args, k)
+            for k in TrainConfig.param.objects("existing")
+            if k != "name" and getattr(args, k, None) is not None
+        }
+        run_id = manager.submit(args.recording, TrainConfig(**options))
+        started = manager.spawned(run_id)
+        print(f"run {run_id}: {'started' if started else store.run(run_id)['status']}")
+    elif args.action == "cancel":
+        print(f"run {args.run}: {manager.cancel(args.run)}")
+    elif args.action == "resume":
+        manager.resume(args.run)
+        started = manager.spawned(args.run)
+        print(f"run {args.run}: {'started' if started else store.run(args.run)['status']}")
+    else:
+        runs = store.runs()
+        names = {r["id"]: r["name"] for r in store.recordings()}
+        print(f"{'run':>4}  {'status':<14} {'checkpoint':>10}  {'recording':<24} message")
+        for r in runs:
+            ckpt = "" if r["checkpoint_update"] is None else str(r["checkpoint_update"])
+            rec = str(names.get(r["recording_id"], r["recording_id"]))[:24]
+            print(f"{r['id']:>4}  {r['status']:<14} {ckpt:>10}  {rec:<24} {r['message']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crbm", description="compositional RBMs on whole-brain recordings (crbm-explorer)"
@@ -424,6 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model file (or its .report.h5)")
     s.add_argument("--html", required=True, help="output HTML file")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("jobs", help="background training runs in the run store ($CRBM_DATA_DIR)")
+    s.add_argument("--max-workers", type=int, default=None, help="concurrent runs (default: cores)")
+    s.set_defaults(func=cmd_jobs)
+    jobs = s.add_subparsers(dest="action", required=True)
+    jobs.add_parser("list", help="every run with its status")
+    j = jobs.add_parser("submit", help="queue a training run (starts now if a slot is free)")
+    j.add_argument("recording")
+    _add_config_options(j)
+    for action in ("cancel", "resume"):
+        j = jobs.add_parser(action, help=f"{action} a run")
+        j.add_argument("run", type=int)
 
     s = sub.add_parser("atlas", help="atlas reference files: show status or fetch them")
     s.add_argument("action", choices=["status", "fetch"], nargs="?", default="status")

@@ -211,3 +211,20 @@ def test_a_reused_pid_is_not_taken_for_the_worker(store, recording):
     store.set_status(run_id, "running", pid=os.getpid())  # alive, but not a worker
     JobManager(store, max_workers=1)
     assert store.run(run_id)["status"] == "interrupted"
+
+
+def test_two_managers_starting_the_same_run_do_not_disturb_it(store, recording):
+    """Two managers (the server and a `crbm jobs` call) may both start a worker for one queued
+    run before either worker has claimed it. One claims it; the other exits at once, and
+    reaping it must not mark the healthy run interrupted."""
+    rec_id = store.add_recording(recording)
+    run_id = store.create_run(rec_id, TrainConfig(**SMALL, n_updates=300).to_json())
+    first, second = (JobManager(store, max_workers=1, recover=False) for _ in range(2))
+    assert first.poll() == [run_id] and second.poll() == [run_id]  # neither worker claimed yet
+    procs = [m._procs[run_id] for m in (first, second)]
+    _until(lambda: all(p.poll() is not None for p in procs), "both workers to exit")
+    for m in (first, second):
+        m.poll()
+    run = store.run(run_id)
+    assert run["status"] in ("finished", "not converged"), run["message"]
+    assert sorted(p.returncode for p in procs) == [0, 0]
