@@ -22,49 +22,30 @@ from pathlib import Path
 CANCEL_POLL_SECONDS = 0.5  # how often the store's cancel flag is read during training
 
 
-def _load_data(store, run: dict):
-    """(training frames, split dict or None, provenance, resumed state or None, config)."""
+def _inputs(store, run: dict):
+    """(training inputs, config) of `run`: a new one, or resumed from its model file."""
     from crbm_core.errors import CrbmError
-    from crbm_core.modelfile import load_checkpoint, load_split, recording_digest
     from crbm_core.recording import read_recording
-    from crbm_core.split import Split, choose_split
+    from crbm_core.run_inputs import training_inputs
     from crbm_core.train import TrainConfig
 
     rec_row = store.recording(run["recording_id"])
-    rec = read_recording(rec_row["path"])
-    data = rec.spike_array()
-    digest = recording_digest(data)
-    if digest != rec_row["sha256"]:
+    model_path = Path(run["model_path"])
+    resume = model_path if model_path.exists() else None
+    inputs = training_inputs(read_recording(rec_row["path"]), rec_row["path"], resume)
+    if inputs.provenance["recording_sha256"] != rec_row["sha256"]:
         raise CrbmError(
             f"{rec_row['path']}: the recording changed since it was added to the store "
             "(its spikes no longer match the indexed SHA-256); add it again as a new recording"
         )
-    config = TrainConfig.from_json(run["config"])
-    model_path = Path(run["model_path"])
-    state, split = None, None
-    if model_path.exists():
-        state, _, attrs = load_checkpoint(model_path)
-        if attrs.get("recording_sha256") not in (None, digest):
-            raise CrbmError(f"{model_path}: checkpoint is of another recording")
-        stored = load_split(model_path)
-        split = Split.from_dict(stored) if stored is not None else None
-    else:
-        split = choose_split(data)
-    provenance = {
-        "recording": rec.name,
-        "recording_file": str(rec_row["path"]),
-        "recording_sha256": digest,
-        "split": "none (all frames)" if split is None else split.describe(),
-        "run_id": int(run["id"]),
-    }
-    if split is not None:
-        data = split.apply(data)[0]
-    return data, (None if split is None else split.to_dict()), provenance, state, config
+    inputs.provenance["run_id"] = int(run["id"])
+    return inputs, TrainConfig.from_json(run["config"])
 
 
 def run_job(store, run_id: int) -> str:
     """Train run `run_id` of `store` to its end; returns the final status."""
     from crbm_core.modelfile import save_checkpoint
+    from crbm_core.run_inputs import save_result
     from crbm_core.train import train
 
     if not store.set_status(run_id, "running", pid=os.getpid(), only_from=("queued",)):
@@ -78,7 +59,8 @@ def run_job(store, run_id: int) -> str:
         signal.signal(sig, on_signal)
     try:
         run = store.run(run_id)
-        data, split, provenance, state, config = _load_data(store, run)
+        inputs, config = _inputs(store, run)
+        state = inputs.state
         if state is not None:
             store.set_resumed_from(run_id, state.update)
         out = Path(run["model_path"])
@@ -94,11 +76,11 @@ def run_job(store, run_id: int) -> str:
             return polled["cancel"]
 
         def checkpoint(st, cfg):
-            save_checkpoint(out, st, config, cfg, provenance=provenance, split=split)
+            save_checkpoint(out, st, config, cfg, provenance=inputs.provenance, split=inputs.split)
             store.set_checkpoint(run_id, st.update)
 
         result = train(
-            data,
+            inputs.data,
             config,
             state=state,
             callback=lambda event: store.add_progress(run_id, event),
@@ -113,17 +95,7 @@ def run_job(store, run_id: int) -> str:
                 run_id, status, message=f"{why} at update {result.state.update}; resumable"
             )
             return status
-        save_checkpoint(
-            out,
-            result.state,
-            config,
-            result.resolved,
-            status=result.status,
-            message=result.message,
-            provenance=provenance,
-            final=result.model,
-            split=split,
-        )
+        save_result(out, result, config, inputs)
         store.set_checkpoint(run_id, result.state.update)
         store.set_status(run_id, result.status, message=result.message)
         return result.status

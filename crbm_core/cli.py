@@ -165,46 +165,27 @@ def cmd_train(args) -> int:
 
     from tqdm import tqdm
 
-    from .modelfile import load_checkpoint, load_split, recording_digest, save_checkpoint
+    from .modelfile import save_checkpoint
     from .recording import read_recording
-    from .split import Split, choose_split
+    from .run_inputs import save_result, training_inputs
     from .train import TrainConfig, train
 
     rec = read_recording(args.recording)
-    data = rec.spike_array()
-    digest = recording_digest(data)
     options = {
         k: getattr(args, k)
         for k in TrainConfig.param.objects("existing")
         if k != "name" and getattr(args, k, None) is not None
     }
-    state = None
+    inputs = training_inputs(rec, args.recording, args.resume, args.all_frames)
+    state, config = inputs.state, inputs.config
     if args.resume:
-        state, config, attrs = load_checkpoint(args.resume)
         config.param.update(**{k: v for k, v in options.items() if k == "n_updates"})
-        if attrs.get("recording_sha256") not in (None, digest):
-            print(
-                f"error: {args.recording} is not the recording {args.resume} was trained on",
-                file=sys.stderr,
-            )
-            return 2
-        stored = load_split(args.resume)
-        split = Split.from_dict(stored) if stored is not None else None
     else:
         config = TrainConfig(**options)
-        split = None if args.all_frames else choose_split(data)
     out = Path(args.output or args.resume)
-    provenance = {
-        "recording": rec.name,
-        "recording_file": str(args.recording),
-        "recording_sha256": digest,
-        "split": "none (all frames)" if split is None else split.describe(),
-    }
-    if split is not None:
-        data = split.apply(data)[0]
-        if not args.quiet:
-            print(f"split: {provenance['split']}", file=sys.stderr)
-    split_dict = None if split is None else split.to_dict()
+    provenance = inputs.provenance
+    if inputs.split is not None and not args.quiet:
+        print(f"split: {provenance['split']}", file=sys.stderr)
     stop = {"now": False}
 
     def on_sigint(signum, frame):
@@ -229,11 +210,11 @@ def cmd_train(args) -> int:
         )
 
     def checkpoint(st, cfg):
-        save_checkpoint(out, st, config, cfg, provenance=provenance, split=split_dict)
+        save_checkpoint(out, st, config, cfg, provenance=provenance, split=inputs.split)
 
     try:
         result = train(
-            data,
+            inputs.data,
             config,
             state=state,
             callback=progress,
@@ -243,17 +224,7 @@ def cmd_train(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    save_checkpoint(
-        out,
-        result.state,
-        config,
-        result.resolved,
-        status=result.status,
-        message=result.message,
-        provenance=provenance,
-        final=result.model,
-        split=split_dict,
-    )
+    save_result(out, result, config, inputs)
     if result.status == "stopped":
         print(
             f"interrupted at update {result.state.update}; checkpoint in {out}; continue with "
@@ -288,6 +259,7 @@ def cmd_evaluate(args) -> int:
     from .modelfile import load_model, load_split, recording_digest
     from .recording import read_recording
     from .report import analyse, file_digest, report_path, save_report
+    from .run_inputs import check_same_recording
     from .split import Split
 
     model_path = Path(args.model)
@@ -295,11 +267,7 @@ def cmd_evaluate(args) -> int:
     rec_path = _model_recording(model_path, args.recording, model.meta)
     rec = read_recording(rec_path, lazy=False)
     digest = recording_digest(rec.spike_array())
-    if model.meta.get("recording_sha256") not in (None, digest):
-        print(
-            f"error: {rec_path} is not the recording {model_path} was trained on", file=sys.stderr
-        )
-        return 2
+    check_same_recording(model.meta.get("recording_sha256"), digest, rec_path, model_path)
     stored = load_split(model_path)
     split = Split.from_dict(stored) if stored is not None else None
 

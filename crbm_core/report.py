@@ -34,7 +34,6 @@ from .connectivity import (
     bilateral_regions,
     compare_fc_sc,
     crbm_region_fc,
-    hidden_variance,
     region_counts,
     spike_fc,
 )
@@ -155,7 +154,7 @@ def analyse(
 
     say("connectivity: cRBM and spike-baseline region FC, FC vs SC")
     counts = region_counts(labels, n_regions)
-    fc = crbm_region_fc(model, data, labels, n_regions, hu_variance=hidden_variance(model, data))
+    fc = crbm_region_fc(model, data, labels, n_regions)
     base = spike_fc(data, labels, n_regions)
     conn = {
         "fc_crbm": fc,
