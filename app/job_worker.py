@@ -2,8 +2,9 @@
 
 The worker claims its queued run (queued → running, with its pid), trains it as `crbm train`
 does (the train/test split chosen by `choose_split`, kept in the model file), writes every
-progress event to the store as it happens and a checkpoint into `runs/<id>/model.h5`, and ends
-the run itself: finished / not converged, cancelled (the cancel flag, or SIGTERM/SIGINT with the
+progress event to the store as it happens and a checkpoint into `runs/<id>/model.h5`, analyses
+the final model into `runs/<id>/model.report.h5` (`crbm evaluate`'s report), and ends the run
+itself: finished / not converged, cancelled (the cancel flag, or SIGTERM/SIGINT with the
 flag set), interrupted (SIGTERM/SIGINT without it, e.g. a machine shutting down: resumable),
 or failed with the error and its traceback. A run whose model file holds a checkpoint continues
 from it (`load_checkpoint`), bit-for-bit the run that was never stopped.
@@ -18,6 +19,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+import numpy as np
 
 CANCEL_POLL_SECONDS = 0.5  # how often the store's cancel flag is read during training
 
@@ -40,6 +43,22 @@ def _inputs(store, run: dict):
         )
     inputs.provenance["run_id"] = int(run["id"])
     return inputs, TrainConfig.from_json(run["config"])
+
+
+def _write_report(store, run_id: int, model_path: Path) -> str:
+    """Analyse the final model into its report file (what the dashboard and the sweep table
+    show) before the run is marked done; returns "" or a note of why there is no report, which
+    does not fail a run whose model is good (`crbm evaluate` can retry it)."""
+    from crbm_core.errors import CrbmError
+    from crbm_core.report import evaluate_model_file
+
+    rec_path = store.recording(store.run(run_id)["recording_id"])["path"]
+    try:
+        path, _ = evaluate_model_file(model_path, rec_path)
+    except (CrbmError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        return f"; no report ({type(exc).__name__}: {exc})"
+    store.set_report_path(run_id, path)
+    return ""
 
 
 def run_job(store, run_id: int) -> str:
@@ -97,7 +116,8 @@ def run_job(store, run_id: int) -> str:
             return status
         save_result(out, result, config, inputs)
         store.set_checkpoint(run_id, result.state.update)
-        store.set_status(run_id, result.status, message=result.message)
+        message = result.message + _write_report(store, run_id, out)
+        store.set_status(run_id, result.status, message=message)
         return result.status
     except Exception as exc:
         from crbm_core.errors import CrbmError

@@ -239,52 +239,16 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _model_recording(model_path: Path, given: str | None, meta: dict) -> Path:
-    """The recording a model was trained on: as given, else from the model's provenance (as
-    stored, or beside the model file)."""
-    if given:
-        return Path(given)
-    stored = meta.get("recording_file")
-    if not stored:
-        raise FileNotFoundError(f"{model_path} does not say which recording it was trained on")
-    for candidate in (Path(stored), model_path.parent / Path(stored).name):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(
-        f"recording {stored} of {model_path} not found; pass it with --recording"
-    )
-
-
 def cmd_evaluate(args) -> int:
-    from .modelfile import load_model, load_split, recording_digest
-    from .recording import read_recording
-    from .report import analyse, file_digest, report_path, save_report
-    from .run_inputs import check_same_recording
-    from .split import Split
-
-    model_path = Path(args.model)
-    model = load_model(model_path)
-    rec_path = _model_recording(model_path, args.recording, model.meta)
-    rec = read_recording(rec_path, lazy=False)
-    digest = recording_digest(rec.spike_array())
-    check_same_recording(model.meta.get("recording_sha256"), digest, rec_path, model_path)
-    stored = load_split(model_path)
-    split = Split.from_dict(stored) if stored is not None else None
+    from .report import evaluate_model_file
 
     def say(msg: str) -> None:
         if not args.quiet:
             print(f"· {msg}", file=sys.stderr, flush=True)
 
-    sections = analyse(model, rec, split, seed=args.seed, progress=say)
-    out = Path(args.output) if args.output else report_path(model_path)
-    identity = {
-        "model_file": str(model_path),
-        "model_sha256": file_digest(model_path),
-        "recording_file": str(rec_path),
-        "recording_sha256": digest,
-        "split": model.meta.get("split", "none (all frames)"),
-    }
-    save_report(out, sections, identity)
+    out, sections = evaluate_model_file(
+        args.model, args.recording, args.output, seed=args.seed, progress=say
+    )
     ev = sections["evaluation"]["values"]
     print(f"{'statistic':<10} {'nRMSE':>7} {'r':>6}")
     for k, stat in ev["statistics"].items():

@@ -199,6 +199,53 @@ def analyse(
     return out
 
 
+def model_recording(model_path: str | os.PathLike, meta: dict) -> Path:
+    """The recording a model was trained on, from its provenance (as stored, or beside it)."""
+    model_path = Path(model_path)
+    stored = meta.get("recording_file")
+    if not stored:
+        raise FileNotFoundError(f"{model_path} does not say which recording it was trained on")
+    for candidate in (Path(stored), model_path.parent / Path(stored).name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"recording {stored} of {model_path} not found; pass it with --recording"
+    )
+
+
+def evaluate_model_file(
+    model_path: str | os.PathLike,
+    recording_path: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Path, dict[str, dict]]:
+    """Analyse a model file on its recording (held-out frames of its stored split) and write
+    the report (default `report_path(model_path)`); returns (report path, sections)."""
+    from .modelfile import load_model, load_split, recording_digest
+    from .recording import read_recording
+    from .run_inputs import check_same_recording
+
+    model_path = Path(model_path)
+    model = load_model(model_path)
+    rec_path = Path(recording_path or model_recording(model_path, model.meta))
+    rec = read_recording(rec_path, lazy=False)
+    digest = recording_digest(rec.spike_array())
+    check_same_recording(model.meta.get("recording_sha256"), digest, rec_path, model_path)
+    stored = load_split(model_path)
+    split = Split.from_dict(stored) if stored is not None else None
+    sections = analyse(model, rec, split, seed=seed, progress=progress)
+    identity = {
+        "model_file": str(model_path),
+        "model_sha256": file_digest(model_path),
+        "recording_file": str(rec_path),
+        "recording_sha256": digest,
+        "split": model.meta.get("split", "none (all frames)"),
+    }
+    return save_report(out or report_path(model_path), sections, identity), sections
+
+
 def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()

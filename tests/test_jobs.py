@@ -12,6 +12,7 @@ from app.store import RunStore, UnknownRunError
 from crbm_core.errors import ParameterError, RecordingError
 from crbm_core.modelfile import load_checkpoint, load_model, load_split
 from crbm_core.recording import Recording
+from crbm_core.report import file_digest, load_report
 from crbm_core.split import choose_split
 from crbm_core.train import TrainConfig, train
 
@@ -64,6 +65,10 @@ def test_submit_runs_to_the_end(store, recording):
     history = [e for e in state.history if "event" not in e]
     assert [e["rmse_v"] for e in events] == pytest.approx([e["rmse_v"] for e in history])
     assert run["pid"] is not None and run["started"] <= run["ended"]
+    # the worker analysed the final model before ending the run: its report is there and says so
+    report = load_report(run["report_path"])
+    assert report["attrs"]["model_sha256"] == file_digest(run["model_path"])
+    assert report["assemblies"]["strongest_hu"].shape == (N,)
 
 
 def test_concurrency_limit_and_fifo(store, recording):
