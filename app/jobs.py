@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from crbm_core.errors import CrbmError, ParameterError
+from crbm_core.modelfile import has_checkpoint
 
 from .store import RESUMABLE, TERMINAL, RunStore, StoreError
 
@@ -340,6 +341,6 @@ class JobManager:
 
 
 def _resume_note(run: dict) -> str:
-    if run["checkpoint_update"] is not None and Path(run["model_path"]).exists():
+    if run["checkpoint_update"] is not None and has_checkpoint(run["model_path"]):
         return f"resumed from the checkpoint at update {run['checkpoint_update']}"
     return "restarted from the beginning (no checkpoint was written)"

@@ -172,12 +172,10 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, train
 
     rec = read_recording(args.recording)
-    options = {
-        k: getattr(args, k)
-        for k in TrainConfig.param.objects("existing")
-        if k != "name" and getattr(args, k, None) is not None
-    }
+    options = _config_options(args)
     inputs = training_inputs(rec, args.recording, args.resume, args.all_frames)
+    if inputs.note:
+        print(f"warning: {inputs.note}", file=sys.stderr)
     state, config = inputs.state, inputs.config
     if args.resume:
         config.param.update(**{k: v for k, v in options.items() if k == "n_updates"})
