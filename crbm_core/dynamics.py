@@ -186,12 +186,6 @@ class Bimodality:
     def inactive_peak(self) -> np.ndarray:
         return self.means[:, 0]
 
-    @property
-    def hysteresis(self) -> np.ndarray:
-        """A quarter of the peak separation: the half-width of the band around the transition
-        in which a HU keeps its state (`hu_time_constants`)."""
-        return 0.25 * np.abs(self.means[:, 1] - self.means[:, 0])
-
     def center(self, traces) -> np.ndarray:
         """Traces minus their transition point, so that > 0 means active (the paper's plots)."""
         return _traces(traces, 1) - self.transition
@@ -304,27 +298,25 @@ def _cycle_periods(blocks, n_units: int, frame_rate: float) -> TimeConstants:
     return TimeConstants(period, n_cycles, frame_rate)
 
 
-def hu_time_constants(traces, transition, frame_rate: float, hysteresis=0.0) -> TimeConstants:
-    """HU time constants: a HU is active while h_μ(t) > its transition point (`Bimodality.
-    transition`); its time constant is the median length of an inactive + active cycle.
-
-    With `hysteresis` (per HU or scalar, e.g. `Bimodality.hysteresis`) a HU switches on only
-    above transition + hysteresis and off only below transition − hysteresis: E[h|v(t)] of a
-    learned HU is noisy from frame to frame, and a bare threshold counts every flicker across it
-    as a cycle (on a virtual fish: 1.5 s "cycles" of 5-s assemblies)."""
+def hu_time_constants(traces, transition, frame_rate: float) -> TimeConstants:
+    """Time constants with a bare threshold: a unit is active while its trace is above its
+    `transition` point; its time constant is the median length of an inactive + active cycle.
+    Right for noise-free activity (planted assembly states); a learned HU's E[h|v(t)] flickers
+    across any threshold, so the report decodes its states first (`hu_states`) and uses
+    `state_time_constants`."""
     x = _traces(traces)
     thr = _per_hu(transition, x.shape[1], "transition")
-    band = np.broadcast_to(np.asarray(hysteresis, dtype=np.float64), thr.shape)
-    if not np.all(np.isfinite(band)) or np.any(band < 0):
-        raise ParameterError("hysteresis must be finite and ≥ 0")
+    return state_time_constants((x > thr).astype(np.uint8), frame_rate)
+
+
+def state_time_constants(states, frame_rate: float) -> TimeConstants:
+    """Time constants of units whose active/inactive state per frame is known (T×M 0/1, e.g.
+    `hu_states.decode_hu_states(...).states`, the report's HU time constants)."""
+    x = np.asarray(states)
+    if x.ndim != 2 or x.shape[1] == 0 or not np.isin(x, (0, 1)).all():
+        raise ParameterError(f"states of shape {x.shape}: need a T×M array of 0/1")
     rate = _frame_rate(frame_rate)
-    on, off = x > thr + band, x < thr - band
-    states = np.empty(x.shape, dtype=np.uint8)
-    state = x[0] > thr
-    for t in range(x.shape[0]):
-        state = (state | on[t]) & ~off[t]
-        states[t] = state
-    return _cycle_periods(lambda: [(0, states)], x.shape[1], rate)
+    return _cycle_periods(lambda: [(0, x.astype(np.uint8, copy=False))], x.shape[1], rate)
 
 
 def neuron_time_constants(spikes, frame_rate: float | None = None) -> TimeConstants:

@@ -40,15 +40,16 @@ from .connectivity import (
 from .dynamics import (
     compositional_phase,
     fit_bimodal,
-    hu_time_constants,
     hu_traces,
     neuron_time_constants,
+    state_time_constants,
     trace_pca,
     ward_order,
 )
 from .errors import CrbmError
 from .evaluate import evaluate
 from .h5io import atomic_h5, read_str_attr
+from .hu_states import decode_hu_states
 from .model import CRBM
 from .recording import Recording
 from .split import Split
@@ -131,7 +132,8 @@ def analyse(
     traces = hu_traces(model, data)
     bimodal = fit_bimodal(traces)
     order, linkage = ward_order(traces)
-    hu_tau = hu_time_constants(traces, bimodal.transition, recording.frame_rate, bimodal.hysteresis)
+    states = decode_hu_states(traces, bimodal)
+    hu_tau = state_time_constants(states.states, recording.frame_rate)
     neuron_tau = neuron_time_constants(data, recording.frame_rate)
     phase = compositional_phase(traces, bimodal.inactive_peak)
     out["dynamics"] = {
@@ -141,6 +143,8 @@ def analyse(
         "ward_order": order,
         "linkage": linkage,
         "pca_cumulative": trace_pca(traces).cumulative,
+        "hu_states": states.states,
+        "hu_stay": states.stay,
         "hu_period_s": hu_tau.period_s,
         "neuron_period_s": neuron_tau.period_s,
         "phase_m": phase.m.astype(np.float32),

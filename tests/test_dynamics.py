@@ -14,10 +14,12 @@ from crbm_core.dynamics import (
     hu_time_constants,
     hu_traces,
     neuron_time_constants,
+    state_time_constants,
     trace_pca,
     ward_order,
 )
 from crbm_core.errors import CrbmError, ParameterError
+from crbm_core.hu_states import decode_hu_states
 from crbm_core.layers import drelu_params
 from crbm_core.model import CRBM
 from crbm_core.recording import H5Spikes, Recording
@@ -220,6 +222,48 @@ def test_time_constant_of_two_state_markov_traces(rng):
         lo, hi = (_period_quantile(on_mean, off_mean, p) for p in (0.5 - 4 * s, 0.5 + 4 * s))
         assert lo <= tc_hu.period_frames[j] <= hi
     np.testing.assert_allclose(tc_hu.period_s, tc_hu.period_frames / 4.0)
+
+
+def test_hmm_decoding_recovers_noisy_two_state_dynamics(rng):
+    """Two-state Markov activity seen through Gaussian noise (sd 0.3 of a unit gap: a threshold
+    misreads ~5 % of frames, each misread a spurious cycle). Baum–Welch is the maximum-likelihood
+    fit of exactly this model, so its stay probabilities must match the truth within sampling
+    error: 5 × the complete-data standard error √(p(1−p)/frames in the state) (the hidden-state
+    error is a little larger; decoding is ≥ 97 % right here). Viterbi then gives cycles close to
+    the true ones (missed 1–2-frame excursions merge a few: within 20 %), where the threshold's
+    are a third too short or worse."""
+    cols = [_two_state(rng, a, b) for a, b in MARKOV]
+    states = np.column_stack([c[0] for c in cols])
+    x = states + rng.normal(0.0, 0.3, states.shape)
+    fit = fit_bimodal(x)
+    decoded = decode_hu_states(x, fit)
+    by_hmm = state_time_constants(decoded.states, 4.0)
+    by_threshold = hu_time_constants(x, fit.transition, 4.0)
+    for j, (on_mean, off_mean) in enumerate(MARKOV):
+        truth = np.array([1 - 1 / off_mean, 1 - 1 / on_mean])
+        frames = np.array([(states[:, j] == 0).sum(), states[:, j].sum()])
+        se = np.sqrt(truth * (1 - truth) / frames)
+        assert np.all(np.abs(decoded.stay[j] - truth) <= 5 * se), (decoded.stay[j], truth, se)
+        assert (decoded.states[:, j] == states[:, j]).mean() >= 0.97
+        true_median = np.median(cols[j][1])
+        assert abs(by_hmm.period_frames[j] / true_median - 1) <= 0.2
+        assert by_threshold.period_frames[j] <= 0.75 * true_median
+    np.testing.assert_allclose(decoded.means[:, 1] - decoded.means[:, 0], 1.0, atol=0.02)
+
+
+def test_hmm_decoding_of_degenerate_traces():
+    flat = np.zeros((200, 2))
+    flat[:, 1] = 3.0
+    decoded = decode_hu_states(flat, fit_bimodal(flat))
+    assert decoded.states.shape == (200, 2)
+    assert (decoded.states == decoded.states[0]).all()  # a constant trace never switches
+    assert (state_time_constants(decoded.states, 2.0).n_cycles == 0).all()
+    with pytest.raises(ParameterError, match="finite"):
+        decode_hu_states(np.full((10, 2), np.nan), fit_bimodal(flat))
+    with pytest.raises(ParameterError, match="mixture of 2 HUs for traces of 3"):
+        decode_hu_states(np.zeros((10, 3)), fit_bimodal(flat))
+    with pytest.raises(ParameterError, match="0/1"):
+        state_time_constants(np.full((5, 2), 2), 1.0)
 
 
 def test_planted_assemblies_are_slower_than_neurons(fish):
