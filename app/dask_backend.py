@@ -108,7 +108,27 @@ def run_task(run: dict, recording: dict, key: str, queue_name: str) -> str:
     worker = get_worker()
     sink = TaskSink(Queue(queue_name), Event(_cancel_name(key)), run["id"], key)
     sink.post("started", worker=worker.address, hostname=socket.gethostname(), pid=os.getpid())
+    _repost_history(sink, run)
     return train_run(sink, run, recording)
+
+
+def _repost_history(sink: TaskSink, run: dict) -> None:
+    """Post again the progress events kept in the run's checkpoint: events that never reached
+    the store (a scheduler that restarted lost its queue) come back; the rest overwrite
+    themselves with the same values."""
+    path = run["model_path"]
+    if not os.path.exists(path):
+        return
+    from crbm_core.errors import CrbmError
+    from crbm_core.modelfile import load_checkpoint
+
+    try:
+        state, _, _ = load_checkpoint(path)
+    except (CrbmError, OSError, KeyError):
+        return  # train_run reports an unreadable checkpoint
+    for event in state.history:
+        if "event" not in event:  # not a retry marker
+            sink.add_progress(sink.run_id, event)
 
 
 class DaskBackend:

@@ -13,7 +13,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Queue
 
 from app.jobs import JobError, JobManager, worker_env
 from app.store import RunStore
@@ -167,14 +167,19 @@ def test_a_task_whose_workers_keep_dying_is_interrupted_and_resumes(
     manager, store, recording, cluster, observer
 ):
     """Past the scheduler's allowed failures (0 here) a killed worker's task errs: its run ends
-    "interrupted" with the reason, and resumes from its last checkpoint as a new task."""
+    "interrupted" with the reason, and resumes from its last checkpoint as a new task. Events
+    that never reached the store (here taken off the queue by another client, as a restarted
+    scheduler would lose them) come back from the checkpoint's history."""
     cfg = dict(SMALL, n_updates=1000, checkpoint_every=50)
-    run_id = manager.submit(recording, cfg)
-    _until(
-        lambda: (store.run(run_id)["checkpoint_update"] or 0) >= 100,
-        "a checkpoint",
-        poll=manager.poll,
-    )
+    run_id = manager.submit(recording, cfg)  # submitted; the manager is not polled until the kill
+    thief = Queue(manager._dask.queue_name, client=observer)
+    taken = []
+
+    def took_a_checkpoint():
+        taken.extend(thief.get(batch=True))
+        return any(e["kind"] == "checkpoint" and e["update"] >= 100 for e in taken)
+
+    _until(took_a_checkpoint, "a checkpoint")
     (busy,) = [w for w, keys in observer.processing().items() if keys]
     allowed, cluster.scheduler.allowed_failures = cluster.scheduler.allowed_failures, 0
     try:
@@ -184,12 +189,13 @@ def test_a_task_whose_workers_keep_dying_is_interrupted_and_resumes(
     finally:
         cluster.scheduler.allowed_failures = allowed
     assert run["status"] == "interrupted" and "Dask workers kept dying" in run["message"]
-    checkpointed = run["checkpoint_update"]
-    assert checkpointed >= 100
+    assert all(e["update"] > 100 for e in store.progress(run_id))  # 10 … 100 were taken
+    kept = load_checkpoint(run["model_path"])[0].update
+    assert kept >= 100
     manager.resume(run_id)
     (run,) = manager.wait(run_id, timeout=TIMEOUT)
     assert run["status"] in DONE, run["message"] + run["traceback"]
-    assert run["resumed_from"] == checkpointed and run["checkpoint_update"] == 1000
+    assert run["resumed_from"] == kept and run["checkpoint_update"] == 1000
     events = _assert_progress_matches_model(store, run)
     assert [e["update"] for e in events] == list(range(10, 1001, 10))
 
