@@ -165,7 +165,7 @@ class DaskBackend:
     def poll(self, limit: int | None) -> list[int]:
         """Drain events into the store, mark lost tasks' runs, submit queued runs into free
         worker threads (FIFO, at most `limit` running when given); returns the ids submitted."""
-        with self._locked() as got:
+        with self._reachable(), self._locked() as got:
             if not got:
                 return []
             self._sync()
@@ -173,8 +173,16 @@ class DaskBackend:
 
     def recover(self) -> list[int]:
         """Drain events, then mark runs whose task is gone "interrupted"; returns their ids."""
-        with self._locked() as got:
+        with self._reachable(), self._locked() as got:
             return self._sync() if got else []
+
+    @contextmanager
+    def _reachable(self):
+        """A scheduler that went away is a JobError naming it (after Dask's connect timeout)."""
+        try:
+            yield
+        except (OSError, TimeoutError) as exc:
+            raise JobError(f"lost the Dask scheduler at {self.address}: {exc}") from None
 
     @contextmanager
     def _locked(self):
@@ -332,7 +340,8 @@ class DaskBackend:
 
     def cancel(self, run: dict) -> None:
         """Ask the run's task to stop at its next update (it checkpoints and ends cancelled)."""
-        Event(_cancel_name(task_key(self.store_id, run)), client=self.client).set()
+        with self._reachable():
+            Event(_cancel_name(task_key(self.store_id, run)), client=self.client).set()
 
     def submitted(self, run_id: int) -> bool:
         future = self.futures.get(int(run_id))

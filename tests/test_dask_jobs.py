@@ -207,6 +207,20 @@ def test_an_unreachable_scheduler_is_a_clear_error(store):
             JobManager(store, scheduler=address)
 
 
+def test_a_scheduler_that_goes_away_is_a_clear_error(store, recording, monkeypatch):
+    monkeypatch.delenv("CRBM_DASK_SCHEDULER", raising=False)
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        lone = LocalCluster(n_workers=0, processes=False, dashboard_address=":0")
+        manager = JobManager(store, scheduler=lone.scheduler_address)
+        run_id = manager.submit(recording, dict(SMALL, n_updates=20))
+        assert store.run(run_id)["status"] == "queued"  # no worker threads: nothing submitted
+        lone.close()
+        with pytest.raises(JobError, match=f"lost the Dask scheduler at {lone.scheduler_address}"):
+            manager.poll()
+        manager.close()
+    assert store.run(run_id)["status"] == "queued"  # the store is untouched
+
+
 # -- separately started scheduler and workers ------------------------------------------------------
 @pytest.fixture(scope="module")
 def dask_processes(tmp_path_factory):
