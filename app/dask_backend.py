@@ -49,12 +49,11 @@ from traceback import format_exception
 from distributed import Client, Event, Future, Lock, Queue, fire_and_forget, get_worker
 
 from .job_worker import train_run
-from .jobs import JobError
+from .jobs import DASK_SCHEDULER_ENV, JobError
 from .store import RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_ENV = "CRBM_DASK_SCHEDULER"
 TASK_RETRIES = 2  # reruns of a task that raised (a dead worker is governed by allowed-failures)
 LOCK_WAIT_SECONDS = 5.0  # how long a poll waits for another manager's poll of the same store
 SUBMIT_CONFIRM_SECONDS = 10.0  # wait for the scheduler to know a task just submitted
@@ -126,9 +125,9 @@ def _repost_history(sink: TaskSink, run: dict) -> None:
         state, _, _ = load_checkpoint(path)
     except (CrbmError, OSError, KeyError):
         return  # train_run reports an unreadable checkpoint
-    for event in state.history:
-        if "event" not in event:  # not a retry marker
-            sink.add_progress(sink.run_id, event)
+    events = [e for e in state.history if "event" not in e]  # not the retry markers
+    if events:
+        sink.post("history", events=json.loads(json.dumps(events)))
 
 
 class DaskBackend:
@@ -140,7 +139,7 @@ class DaskBackend:
             self.client = Client(address, set_as_default=False)  # Dask's connect timeout
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise JobError(
-                f"cannot reach the Dask scheduler at {address!r} ({SCHEDULER_ENV}): {exc}"
+                f"cannot reach the Dask scheduler at {address!r} ({DASK_SCHEDULER_ENV}): {exc}"
             ) from None
         self.address = self.client.scheduler_info(n_workers=0)["address"]
         self.host = f"dask:{self.address}"  # the store's host column of runs sent to it
@@ -254,6 +253,9 @@ class DaskBackend:
             return
         if kind == "progress":
             self.store.add_progress(run_id, event["event"])
+        elif kind == "history":
+            for progress in event["events"]:
+                self.store.add_progress(run_id, progress)
         elif kind == "checkpoint":
             self.store.set_checkpoint(run_id, event["update"])
         elif kind == "started":

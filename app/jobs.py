@@ -30,6 +30,7 @@ from .store import RESUMABLE, TERMINAL, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DASK_SCHEDULER_ENV = "CRBM_DASK_SCHEDULER"  # tcp://host:port: run jobs on that Dask cluster
 
 
 class JobError(CrbmError):
@@ -117,7 +118,7 @@ class JobManager:
             raise ParameterError(f"max_workers {max_workers}: need at least 1")
         self._dask_limit = None if max_workers is None else self.max_workers
         self._dask = None
-        scheduler = scheduler or os.environ.get("CRBM_DASK_SCHEDULER") or None
+        scheduler = scheduler or os.environ.get(DASK_SCHEDULER_ENV) or None
         if scheduler:
             try:
                 from .dask_backend import DaskBackend
