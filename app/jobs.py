@@ -7,6 +7,9 @@ run's status and progress in the store, so the manager holds no state the store 
 manager on the same store picks up where a dead one stopped. Workers run in their own session,
 so they outlive a server that is stopped or killed; on start-up the manager marks runs whose
 worker is gone "interrupted", and `resume(run_id)` continues them from their last checkpoint.
+
+With `scheduler=` or CRBM_DASK_SCHEDULER set, the same runs go to a Dask cluster instead
+(app/dask_backend.py: tasks on the cluster's workers, their events drained by `poll()`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .store import RESUMABLE, TERMINAL, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DASK_SCHEDULER_ENV = "CRBM_DASK_SCHEDULER"  # tcp://host:port: run jobs on that Dask cluster
 
 
 class JobError(CrbmError):
@@ -95,7 +99,10 @@ class JobManager:
     """Queue, start, cancel and resume training runs of `store`, at most `max_workers` at once.
 
     With `recover` (default), runs left "running" by a worker that is gone are marked
-    "interrupted" now; `auto_resume` also queues them again.
+    "interrupted" now; `auto_resume` also queues them again. With `scheduler` (an address such
+    as "tcp://host:8786"; default $CRBM_DASK_SCHEDULER) runs are Dask tasks on that cluster, as
+    many at once as its workers have threads (and at most `max_workers` if given); an
+    unreachable scheduler is a JobError now.
     """
 
     def __init__(
@@ -105,11 +112,24 @@ class JobManager:
         *,
         recover: bool = True,
         auto_resume: bool = False,
+        scheduler: str | None = None,
     ):
         self.store = store if isinstance(store, RunStore) else RunStore(store)
         self.max_workers = (os.cpu_count() or 1) if max_workers is None else int(max_workers)
         if self.max_workers < 1:
             raise ParameterError(f"max_workers {max_workers}: need at least 1")
+        self._dask_limit = None if max_workers is None else self.max_workers
+        self._dask = None
+        scheduler = scheduler or os.environ.get(DASK_SCHEDULER_ENV) or None
+        if scheduler:
+            try:
+                from .dask_backend import DaskBackend
+            except ImportError as exc:
+                raise JobError(
+                    f"a Dask scheduler ({scheduler}) was given but Dask cannot be imported "
+                    f"({exc}); install crbm-explorer[cluster]"
+                ) from None
+            self._dask = DaskBackend(self.store, scheduler)
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -174,6 +194,15 @@ class JobManager:
             run = self.store.run(run_id)
         if run["status"] != "running":
             raise JobError(f"run {run_id} is {run['status']}; only queued or running runs cancel")
+        if run["host"] and run["host"].startswith("dask:"):
+            if self._dask is None or not self._dask.owns(run):
+                raise JobError(
+                    f"run {run_id} runs on the Dask cluster at {run['host'][5:]}; cancel it "
+                    "from a manager connected there (CRBM_DASK_SCHEDULER)"
+                )
+            self.store.request_cancel(run_id)
+            self._dask.cancel(run)
+            return "running"
         self.store.request_cancel(run_id)
         if run["pid"] and run["host"] == socket.gethostname():
             try:
@@ -200,7 +229,12 @@ class JobManager:
     # -- the loop -------------------------------------------------------------------------------
     def recover(self) -> list[int]:
         """Mark "interrupted" every running run of this host whose worker process is gone
-        (and is not one of ours still starting); returns their ids."""
+        (and is not one of ours still starting), and in Dask mode every run whose task is gone
+        from the scheduler; returns their ids."""
+        found = [] if self._dask is None else self._dask.recover()
+        return found + self._recover_local()
+
+    def _recover_local(self) -> list[int]:
         found = []
         host = socket.gethostname()
         for run in self.store.runs("running"):
@@ -222,6 +256,9 @@ class JobManager:
         Returns the ids started."""
         with self._lock:
             self._reap()
+            if self._dask is not None:
+                self._recover_local()  # runs of an earlier local-mode manager
+                return self._dask.poll(self._dask_limit)
             self.recover()
             busy = {r["id"] for r in self.store.runs("running")} | set(self._procs)
             started = []
@@ -309,18 +346,26 @@ class JobManager:
             self._thread.join()
             self._thread = None
 
+    def close(self) -> None:
+        """Stop, and disconnect from the Dask scheduler (its tasks keep running)."""
+        self.stop()
+        if self._dask is not None:
+            self._dask.close()
+
     def __enter__(self) -> JobManager:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.close()
 
     def running(self) -> list[int]:
         return [r["id"] for r in self.store.runs("running")]
 
     def spawned(self, run_id: int) -> bool:
         """Whether this manager started a worker for the run that is still alive (the worker
-        marks the run "running" itself a moment later)."""
+        marks the run "running" itself a moment later), or submitted its Dask task."""
+        if self._dask is not None:
+            return self._dask.submitted(run_id)
         proc = self._procs.get(int(run_id))
         return proc is not None and proc.poll() is None
 

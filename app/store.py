@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,6 +254,17 @@ class RunStore:
     def schema_version(self) -> int:
         return int(self._read("SELECT value FROM meta WHERE key = 'schema_version'")[0][0])
 
+    def store_id(self) -> str:
+        """A random identity of this store, made on first use and kept in `meta`: it tells this
+        store's runs apart from another store's on a shared Dask cluster (same path, other
+        machine)."""
+
+        def get(conn):
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+            return conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
+
+        return str(self._write(get))
+
     # -- recordings -----------------------------------------------------------------------------
     def add_recording(self, path: str | os.PathLike) -> int:
         """Index a recording file (read and validated now); re-adding a path refreshes its row."""
@@ -372,13 +384,15 @@ class RunStore:
         message: str | None = None,
         traceback: str | None = None,
         pid: int | None = None,
+        host: str | None = None,
         only_from: tuple[str, ...] | None = None,
     ) -> bool:
         """Change a run's status atomically; True if changed.
 
         With `only_from`, a run whose current status is not in it is left alone (False): for
         races such as "claim this run if it is still queued". Otherwise a change the life cycle
-        forbids raises StatusError. Entering running records pid, host and start time; a final
+        forbids raises StatusError. Entering running records pid, host (this machine's name
+        unless given, e.g. the Dask backend's "dask:<scheduler>") and start time; a final
         status records the end time; queued again clears the end, pid and cancel flag.
         """
         _check_status(status)
@@ -399,7 +413,7 @@ class RunStore:
             if traceback is not None:
                 sets["traceback"] = traceback
             if status == "running":
-                sets.update(pid=pid, host=socket.gethostname(), started=now, ended=None)
+                sets.update(pid=pid, host=host or socket.gethostname(), started=now, ended=None)
             elif status == "queued":
                 sets.update(queued=now, ended=None, pid=None, cancel_requested=0, traceback="")
             else:
@@ -409,6 +423,14 @@ class RunStore:
             return True
 
         return self._write(change)
+
+    def set_message(self, run_id: int, message: str) -> None:
+        """Replace a run's message without changing its status (e.g. which Dask worker now runs
+        it)."""
+        self.run(run_id)
+        self._write(
+            lambda c: c.execute("UPDATE runs SET message = ? WHERE id = ?", (message, int(run_id)))
+        )
 
     def request_cancel(self, run_id: int) -> None:
         """Flag a running run for cancellation (its worker polls the flag)."""
