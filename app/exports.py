@@ -63,25 +63,11 @@ def download_buttons(
 ) -> tuple[pn.widgets.FileDownload, ...]:
     """FileDownload buttons (CSV, and HDF5 if `h5`) named f"{stem}.csv" / f"{stem}.h5"; each
     calls its function on click, so the file reflects the state at that moment."""
-    out = [
-        pn.widgets.FileDownload(
-            callback=csv,
-            filename=f"{stem}.csv",
-            label=f"{label} (CSV)",
-            button_type="light",
-            embed=False,
-            name=f"{stem}.csv",
+
+    def button(callback, suffix: str, kind: str) -> pn.widgets.FileDownload:
+        return pn.widgets.FileDownload(
+            callback=callback, filename=f"{stem}.{suffix}", label=f"{label} ({kind})",
+            color="light", embed=False,
         )  # fmt: skip
-    ]
-    if h5 is not None:
-        out.append(
-            pn.widgets.FileDownload(
-                callback=h5,
-                filename=f"{stem}.h5",
-                label=f"{label} (HDF5)",
-                button_type="light",
-                embed=False,
-                name=f"{stem}.h5",
-            )  # fmt: skip
-        )
-    return tuple(out)
+
+    return (button(csv, "csv", "CSV"),) + ((button(h5, "h5", "HDF5"),) if h5 is not None else ())

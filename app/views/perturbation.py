@@ -81,16 +81,14 @@ class PerturbationView(ReportView):
         self.state.param.watch(self._state_changed, ["region", "hu", "threshold"])
 
     def _build(self) -> list:
-        self.mode = pn.widgets.RadioButtonGroup(options=list(MODES), value=MODES[0],
-                                                name="pert_mode")  # fmt: skip
-        self.clamp = pn.widgets.RadioButtonGroup(options=list(CLAMPS), value="ablate (0)",
-                                                 name="pert_clamp")  # fmt: skip
-        self.region_select = pn.widgets.Select(name="region", options={}, width=260)
-        self.hu_select = pn.widgets.Select(name="HU (Ward order)", options={}, width=140)
-        self.hu_value = pn.widgets.FloatSlider(name="HU value", start=0.0, end=1.0, step=0.01,
+        self.mode = pn.widgets.RadioButtonGroup(options=list(MODES), value=MODES[0])
+        self.clamp = pn.widgets.RadioButtonGroup(options=list(CLAMPS), value="ablate (0)")
+        self.region_select = pn.widgets.Select(label="region", options={}, width=260)
+        self.hu_select = pn.widgets.Select(label="HU (Ward order)", options={}, width=140)
+        self.hu_value = pn.widgets.FloatSlider(label="HU value", start=0.0, end=1.0, step=0.01,
                                                value=0.0, width=260)  # fmt: skip
-        self.auto = pn.widgets.Checkbox(name="update on every change", value=True)
-        self.button = pn.widgets.Button(name="Run perturbation", button_type="primary")
+        self.auto = pn.widgets.Checkbox(label="update on every change", value=True)
+        self.button = pn.widgets.Button(label="Run perturbation", color="primary")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.region_select.param.watch(self._region_picked, "value")
         self.hu_select.param.watch(self._hu_picked, "value")
@@ -195,7 +193,7 @@ class PerturbationView(ReportView):
             end=round(hi + pad, 3),
             step=step,
             value=round(hi, 3),
-            name=f"HU {self.state.hu} value",
+            label=f"HU {self.state.hu} value",
         )
 
     # controls ↔ state -----------------------------------------------------------------------
