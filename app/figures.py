@@ -20,6 +20,9 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")
 HIGHLIGHT = "#e4007c"  # the selection colour of every view
 BINS = 30
 LOG_PERCENTILES = (2.0, 98.0)  # colour range of every log10 matrix (FC, SC, cross-fish)
+# RdBu, low → high: blue (negative) through white (0) to red (positive)
+DIVERGING = ("#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
+             "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f")  # fmt: skip
 TOOLS = "pan,box_zoom,wheel_zoom,reset,save"  # "save" = the PNG export of every plot
 
 STAT_TITLES = {
@@ -36,6 +39,12 @@ def fmt(x, digits: int = 3) -> str:
     if x is None or (isinstance(x, float | np.floating) and not np.isfinite(x)):
         return "n/a"
     return f"{x:.{digits}g}"
+
+
+def style(*figs) -> None:
+    """The views' common look: compact titles (long ones stay readable at 300 px)."""
+    for p in figs:
+        p.title.text_font_size = "9pt"
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,13 +72,15 @@ def histogram_figure(
     return p
 
 
-def histogram_data(series: list[np.ndarray], *, log_x: bool = False, bins: int = BINS):
+def histogram_data(series: list[np.ndarray], *, log_x: bool = False, bins: int = BINS, clip=None):
     """Per series {left, right, top = fraction of its finite values} on shared edges (positive
-    values only on a log axis); an empty series gets empty columns."""
+    values only on a log axis); an empty series gets empty columns. `clip` = (low, high)
+    percentiles of the pooled values sets the range (values outside are not drawn, but count
+    in the fractions' denominators)."""
     finite = [np.asarray(v, float)[np.isfinite(v)] for v in series]
     finite = [v[v > 0] if log_x else v for v in finite]
     pooled = np.concatenate([v for v in finite if v.size] or [np.ones(1)])
-    lo, hi = float(pooled.min()), float(pooled.max())
+    lo, hi = (float(x) for x in np.percentile(pooled, clip or (0, 100)))
     if hi <= lo:
         hi = lo * 10 if log_x else lo + 1.0
     edges = np.geomspace(max(lo, 1e-12), hi, bins + 1) if log_x else np.linspace(lo, hi, bins + 1)
@@ -81,10 +92,10 @@ def histogram_data(series: list[np.ndarray], *, log_x: bool = False, bins: int =
     return out
 
 
-def set_histogram(p, series: list[np.ndarray], *, log_x: bool = False) -> None:
+def set_histogram(p, series: list[np.ndarray], *, log_x: bool = False, clip=None) -> None:
     """Fill the sources of a `histogram_figure` (in its label order)."""
     sources = [r.data_source for r in p.renderers if isinstance(r.glyph, Quad)]
-    for src, data in zip(sources, histogram_data(series, log_x=log_x), strict=True):
+    for src, data in zip(sources, histogram_data(series, log_x=log_x, clip=clip), strict=True):
         src.data = data
 
 
@@ -108,7 +119,7 @@ def density_figure(name: str = ""):
         name=name or None,
     )  # fmt: skip
     src = ColumnDataSource(dict(image=[], x=[], y=[], dw=[], dh=[]), name=name or None)
-    mapper = LogColorMapper(palette=Viridis256, low=1, high=2)
+    mapper = LogColorMapper(palette=Viridis256, low=1, high=2, nan_color=(0, 0, 0, 0))
     p.image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper, source=src)
     diag = ColumnDataSource(dict(x=[], y=[]))
     p.line("x", "y", line_color="red", line_dash="dashed", source=diag)

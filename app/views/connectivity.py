@@ -27,6 +27,7 @@ from crbm_core.connectivity import compare_fc_sc, cross_fish_correlation
 
 from ..exports import csv_bytes, hdf5_bytes
 from ..figures import (
+    DIVERGING,
     HIGHLIGHT,
     SIZE,
     TOOLS,
@@ -37,10 +38,10 @@ from ..figures import (
     region_order,
     set_histogram,
     set_matrix,
+    style,
 )
 from ..state import LoadedRun
 from ..view_base import ReportView, report_problem
-from .dynamics import DIVERGING
 
 BASELINES = ("crbm", "covariance", "correlation")
 FINISHED = ("finished", "not converged")
@@ -131,12 +132,13 @@ class ConnectivityView(ReportView):
                                         name="conn_sc_zero")  # fmt: skip
         f["cross"] = matrix_figure("cross-fish r of log FC", name="conn_cross_fish",
                                    palette=DIVERGING, bar_title="Pearson r")  # fmt: skip
-        self._cross_pane = pn.pane.Bokeh(f["cross"], visible=False)
+        self._cross_pane = pn.Column(pn.pane.Bokeh(f["cross"]), visible=False)
         self._sc_pane = pn.Row(pn.pane.Bokeh(f["sc"]), pn.pane.Bokeh(scatter),
                                pn.pane.Bokeh(f["sc_zero"]))  # fmt: skip
         self._sc_message = pn.pane.Alert("", alert_type="warning", visible=False)
         self._caption = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._pair_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+        style(*f.values())
         downloads = self._download("fc", self._csv, self._h5, "FC/SC matrices")
         return [
             self._caption,
@@ -176,13 +178,13 @@ class ConnectivityView(ReportView):
                 row_name=[full[i] for i in pairs[:, 0]], col_name=[full[j] for j in pairs[:, 1]],
             )  # fmt: skip
             self.figures["scatter"].title.text = (
-                f"FC vs SC: Spearman r cRBM {fmt(c.get('crbm_spearman_r'), 2)}, "
-                f"covariance {fmt(c.get('covariance_spearman_r'), 2)}, "
-                f"correlation {fmt(c.get('correlation_spearman_r'), 2)} ({pairs.shape[0]} pairs)"
+                f"Spearman r: cRBM {fmt(c.get('crbm_spearman_r'), 2)}, "
+                f"cov. {fmt(c.get('covariance_spearman_r'), 2)}, "
+                f"corr. {fmt(c.get('correlation_spearman_r'), 2)} ({pairs.shape[0]} pairs)"
             )
             set_histogram(self.figures["sc_zero"], [c["crbm_log_fc_sc_zero"], c["crbm_log_fc"]])
             self.figures["sc_zero"].title.text = (
-                f"log FC, SC = 0 vs SC > 0: KS D = {fmt(c.get('crbm_ks_statistic'), 2)}, "
+                f"SC = 0 vs SC > 0: KS D = {fmt(c.get('crbm_ks_statistic'), 2)}, "
                 f"p = {fmt(c.get('crbm_ks_pvalue'), 2)}"
             )
         self._update_cross_fish()

@@ -17,6 +17,7 @@ from scipy.cluster.hierarchy import dendrogram
 
 from ..exports import csv_bytes, hdf5_bytes
 from ..figures import (
+    DIVERGING,
     HIGHLIGHT,
     SIZE,
     TOOLS,
@@ -25,13 +26,12 @@ from ..figures import (
     matrix_figure,
     set_histogram,
     set_matrix,
+    style,
 )
 from ..state import LoadedRun
 from ..view_base import ReportView
 
 MAX_FRAMES = 2000  # columns of the raster image (frames are strided above this; stated)
-DIVERGING = tuple(reversed(("#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
-                            "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f")))  # fmt: skip
 
 
 def correlation_in_order(traces: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -114,6 +114,10 @@ class DynamicsView(ReportView):
         phase.line("t", "m", source=self._phase)
         f["phase"] = phase
 
+        for p in (corr, dendro):  # the dendrogram's leaves sit over the matrix columns
+            p.frame_width, p.min_border_left = 240, 45
+        corr.frame_height, dendro.frame_height = 240, 70
+        style(*f.values())
         downloads = self._download("hu_traces", self._traces_csv, self._traces_h5, "HU traces")
         self._caption = pn.pane.Markdown("", sizing_mode="stretch_width")
         return [
@@ -151,7 +155,7 @@ class DynamicsView(ReportView):
         set_histogram(self.figures["tau"], [dyn["hu_period_s"], dyn["neuron_period_s"]], log_x=True)
         vals = dyn["values"]
         self.figures["tau"].title.text = (
-            f"time constants: median HU {fmt(vals.get('hu_median_period_s'), 3)} s, "
+            f"median cycle: HU {fmt(vals.get('hu_median_period_s'), 3)} s, "
             f"neuron {fmt(vals.get('neuron_median_period_s'), 3)} s"
         )
         ph = np.asarray(dyn["phase_m"], float)

@@ -5,8 +5,9 @@ HU (|w| above state.threshold), neurons lassoed on the map, or the selected HU i
 value with a slider — and ablate (0) or stimulate (1). `crbm_core.perturb` runs on the server
 in the session's own callback (never in a thread touching Bokeh), seeded, so the same request
 gives the same answer. Shown: the top-view map coloured by Δ firing probability per neuron
-(clamped neurons drawn apart, so their forced change does not set the colour scale), the mean
-change per region and per HU (Ward order), each ± one standard error across chains.
+(colour range ± the 99th percentile of |Δp| of the unclamped neurons; clamped neurons drawn
+apart), the mean change per region and per HU (Ward order), each ± one standard error across
+chains.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from crbm_core.errors import CrbmError
 from crbm_core.perturb import PerturbationResult, perturb_recording
 
 from ..exports import csv_bytes, hdf5_bytes
-from ..figures import HIGHLIGHT, SIZE, TOOLS, fmt, region_order
+from ..figures import DIVERGING, HIGHLIGHT, SIZE, TOOLS, fmt, region_order, style
 from ..state import LoadedRun
 from ..view_base import ReportView
-from .dynamics import DIVERGING
 
 SEED = 0  # every perturbation of the view uses this seed: same request, same answer
 MODES = ("region", "assembly of the selected HU", "lasso selection", "selected HU → value")
 CLAMPS = {"ablate (0)": 0, "stimulate (1)": 1}
+COLOUR_PERCENTILE = 99  # the map's colour range: this percentile of |Δp| of unclamped neurons
 
 
 def clamp_request(
@@ -101,7 +102,7 @@ class PerturbationView(ReportView):
                     match_aspect=True, x_axis_label="x (mm)", y_axis_label="y (mm)",
                     tools=TOOLS + ",tap,hover", output_backend="webgl",
                     tooltips=[("neuron", "@neuron"), ("region", "@region"), ("Δp", "@delta_p")],
-                    name="pert_map")  # fmt: skip
+                    background_fill_color="#cfcfcf", name="pert_map")  # fmt: skip
         self._map = ColumnDataSource(dict(x=[], y=[], delta_p=[], neuron=[], region=[]),
                                      name="pert_map")  # fmt: skip
         self._mapper = LinearColorMapper(palette=DIVERGING, low=-1e-3, high=1e-3)
@@ -139,6 +140,7 @@ class PerturbationView(ReportView):
         hus.add_layout(Whisker(source=self._hus, base="x", lower="lower", upper="upper"))
         self.figures["hus"] = hus
 
+        style(*self.figures.values())
         downloads = self._download("perturbation", self._csv, self._h5, "perturbation result")
         controls = pn.Column(
             self.mode, self.clamp, pn.Row(self.region_select, self.hu_select), self.hu_value,
@@ -219,6 +221,11 @@ class PerturbationView(ReportView):
                 self._set_slider_range()
         finally:
             self._updating = False
+        if event.name == "region" and self.result is not None:  # recolour the region bars
+            ids = self._region_ids
+            self._regions.data["color"] = [
+                HIGHLIGHT if i == self.state.region else "#4c72b0" for i in ids
+            ]
         uses = {"region": MODES[0], "hu": (MODES[1], MODES[3]), "threshold": MODES[1]}
         if self.auto.value and self.mode.value in uses[event.name]:
             self.compute()
@@ -266,14 +273,14 @@ class PerturbationView(ReportView):
         free = np.ones(rec.n_neurons, bool)
         free[clamped] = False
         dp = np.asarray(r.delta_p, float)
-        lim = float(np.max(np.abs(dp[free]))) if free.any() else 0.0
+        lim = float(np.percentile(np.abs(dp[free]), COLOUR_PERCENTILE)) if free.any() else 0.0
         self._mapper.update(low=-(lim or 1e-3), high=lim or 1e-3)
         self._map.data["delta_p"] = dp  # one column update, not a re-render of the map
         xy = rec.coords_mm()[clamped, :2]
         self._clamped.data = dict(x=xy[:, 0], y=xy[:, 1])
         self.figures["map"].title.text = (
-            f"Δ firing probability per neuron (top view; colour ±{fmt(lim, 2)} = largest |Δp| "
-            "of an unclamped neuron; × = clamped)"
+            f"Δp per neuron (top view); colour ±{fmt(lim, 2)} = 99th pct. of unclamped |Δp|; "
+            "× clamped"
         )
         ids = self._region_ids
         names = rec.region_names

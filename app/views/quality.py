@@ -25,12 +25,14 @@ from ..figures import (
     histogram_figure,
     set_density,
     set_histogram,
+    style,
 )
 from ..state import LoadedRun
 from ..view_base import ReportView
 
 STATISTICS = ("v", "h", "vh", "vv", "hh")
 WEIGHT_BINS = 60
+NLLH_CLIP = (1.0, 99.0)  # percentiles: the nLLH histogram range (a few neurons are far out)
 
 
 def unit_norm_weights(w: np.ndarray) -> np.ndarray:
@@ -92,7 +94,7 @@ class QualityView(ReportView):
         for k in STATISTICS:
             f[k] = density_figure(name=f"quality_density_{k}")
         recon = histogram_figure("reconstruction nLLH per neuron", ("cRBM", "GLM"),
-                                 "nLLH (0 = independent model, 1 = perfect)",
+                                 "nLLH (0 = independent, 1 = perfect; 1–99th pct.)",
                                  name="quality_nllh")  # fmt: skip
         self._indep = ColumnDataSource(dict(x0=[0.0], y0=[0.0], x1=[0.0], y1=[1.0]))
         recon.segment("x0", "y0", "x1", "y1", source=self._indep, line_color="black",
@@ -108,7 +110,7 @@ class QualityView(ReportView):
         self._paired_diag = ColumnDataSource(dict(x=[], y=[]))
         paired.line("x", "y", source=self._paired_diag, line_color="red", line_dash="dashed")
         f["paired"] = paired
-        weights = figure(title="weight distribution (each HU scaled to unit norm)", width=SIZE,
+        weights = figure(title="weights, each HU scaled to unit norm", width=SIZE,
                          height=SIZE, y_axis_type="log", x_axis_label="w (unit-norm HU)",
                          y_axis_label="fraction", tools=TOOLS, name="quality_weights")  # fmt: skip
         self._weights = []
@@ -141,8 +143,9 @@ class QualityView(ReportView):
         grid.rect("l1b", "n_hidden", 1, 1, source=self._grid_current, fill_alpha=0,
                   line_color=HIGHLIGHT, line_width=3)  # fmt: skip
         f["grid"] = grid
-        self._grid_pane = pn.pane.Bokeh(grid, visible=False)
+        self._grid_pane = pn.Column(pn.pane.Bokeh(grid), visible=False)
 
+        style(*f.values())
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width")
         downloads = self._download("quality", self._csv, self._h5, "per-neuron nLLH")
         dens = [pn.pane.Bokeh(f[k]) for k in STATISTICS]
@@ -164,13 +167,13 @@ class QualityView(ReportView):
         nllh = np.asarray(ev["nllh"], float)
         glm = np.asarray(base["glm_nllh"], float)
         idx = np.asarray(base["glm_neurons"], np.int64)
-        set_histogram(self.figures["nllh"], [nllh, glm])
+        set_histogram(self.figures["nllh"], [nllh, glm], clip=NLLH_CLIP)
         top = max(
             max(r.data_source.data["top"], default=0) for r in self.figures["nllh"].renderers[:2]
         )
         self._indep.data = dict(x0=[0.0], y0=[0.0], x1=[0.0], y1=[float(top) or 1.0])
         self.figures["nllh"].title.text = (
-            f"reconstruction nLLH: median cRBM {fmt(vals.get('median_nllh'))}, "
+            f"nLLH median: cRBM {fmt(vals.get('median_nllh'))}, "
             f"GLM {fmt(base['values'].get('glm_median_nllh'))}"
         )
         self._paired.data = dict(glm=glm, crbm=nllh[idx], neuron=idx)
@@ -181,7 +184,7 @@ class QualityView(ReportView):
         better = float(np.mean(nllh[idx] > glm)) if idx.size else float("nan")
         self.figures[
             "paired"
-        ].title.text = f"nLLH on {idx.size} neurons: cRBM > GLM for {fmt(100 * better, 3)} %"
+        ].title.text = f"cRBM > GLM on {fmt(100 * better, 3)} % of {idx.size} neurons"
         crbm_w = (
             unit_norm_weights(loaded.model.weights) if loaded.model is not None else np.zeros(0)
         )
