@@ -64,13 +64,12 @@ def main(n: int, m: int, frames: int, repeats: int, seed: int) -> None:
 
     def slider():
         state.hu = k
-        view.mode.value = pv.MODES[3]
-        value = (
-            view.hu_value.end if view.hu_value.value != view.hu_value.end else view.hu_value.start
-        )
-        view.hu_value.value = value
-        with param.edit_constant(view.hu_value):
-            view.hu_value.value_throttled = value  # what the browser sends on release
+        view.mode.value = pv.MODES[3]  # the first time: a slider for HU k
+        s = view.sliders[k]
+        value = s.end if s.value != s.end else s.start
+        s.value = value
+        with param.edit_constant(s):
+            s.value_throttled = value  # what the browser sends on release
 
     view.auto.value = False
     for name, case in (("stimulate half an assembly (lasso)", stimulate_half),

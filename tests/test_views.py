@@ -337,18 +337,31 @@ def test_perturbation_slider_and_region_picker_follow_the_state(state):
     assert state.region == int(view._region_ids[2])
     colors = view._regions.data["color"]
     assert [i for i, c in enumerate(colors) if c == HIGHLIGHT] == [2]
-    # HU mode: moving the slider clamps the selected HU to its value and changes the map
-    state.hu = int(state.loaded.hu_order[2])
+    # HU mode starts with the selected HU at its largest observed value
+    order = state.loaded.hu_order
+    state.hu = int(order[2])
     view.mode.value = MODES[3]
+    assert list(view.sliders) == [state.hu] and view.result.clamp.units.tolist() == [state.hu]
+    top = np.asarray(state.loaded.report["dynamics"]["traces"])[:, state.hu].max()
+    assert view.result.clamp.unit_values[0] == pytest.approx(top, abs=1e-3)
+    # moving a slider (released: value_throttled, as the browser sends it) changes the map
     before = np.array(view._map.data["delta_p"])
-    assert view.result.clamp.units.tolist() == [state.hu]
-    for value in (view.hu_value.start, view.hu_value.end):
-        view.hu_value.value = value
-        with param.edit_constant(view.hu_value):
-            view.hu_value.value_throttled = value
+    slider = view.sliders[state.hu]
+    slider.value = slider.start
+    with param.edit_constant(slider):
+        slider.value_throttled = slider.start
     after = np.array(view._map.data["delta_p"])
-    assert view.result.clamp.unit_values.tolist() == [pytest.approx(view.hu_value.end)]
+    assert view.result.clamp.unit_values.tolist() == [pytest.approx(slider.start)]
     assert np.abs(after - before).max() > 0
+    # a second HU gets its own slider; both are clamped, each to its value
+    view.hu_choice.value = [state.hu, int(order[5])]
+    assert list(view.sliders) == [int(order[2]), int(order[5])]  # Ward order
+    assert view.sliders[state.hu] is slider  # kept, with its value
+    r = view.result
+    assert r.clamp.units.tolist() == sorted([int(order[2]), int(order[5])])
+    values = dict(zip(r.clamp.units.tolist(), r.clamp.unit_values.tolist(), strict=True))
+    assert values[state.hu] == pytest.approx(slider.start)
+    assert view._hus.data["color"][2] == view._hus.data["color"][5] == HIGHLIGHT
     # an impossible request is a message, not an exception
     view._map.selected.indices = []
     view.mode.value = MODES[2]

@@ -2,7 +2,8 @@
 
 Pick what to clamp — a region (by name; the shared state.region), the assembly of the selected
 HU (|w| above state.threshold), neurons lassoed on the map, or the selected HU itself set to a
-value with a slider — and ablate (0) or stimulate (1). `crbm_core.perturb` runs on the server
+value with a slider — and ablate (0) or stimulate (1), or HUs chosen in Ward order each set to
+the value of its slider. `crbm_core.perturb` runs on the server
 in the session's own callback (never in a thread touching Bokeh), seeded, so the same request
 gives the same answer. Shown: the top-view map coloured by Δ firing probability per neuron
 (colour range ± the 99th percentile of |Δp| of the unclamped neurons; clamped neurons drawn
@@ -29,7 +30,7 @@ from ..state import LoadedRun
 from ..view_base import ReportView
 
 SEED = 0  # every perturbation of the view uses this seed: same request, same answer
-MODES = ("region", "assembly of the selected HU", "lasso selection", "selected HU → value")
+MODES = ("region", "assembly of the selected HU", "lasso selection", "HUs → values")
 CLAMPS = {"ablate (0)": 0, "stimulate (1)": 1}
 COLOUR_PERCENTILE = 99  # the map's colour range: this percentile of |Δp| of unclamped neurons
 
@@ -43,7 +44,7 @@ def clamp_request(
     hu: int = 0,
     threshold: float = 0.0,
     neurons=None,
-    hu_value: float = 0.0,
+    hu_values: dict[int, float] | None = None,
 ) -> dict:
     """The `perturb_recording` arguments of one view request (raises CrbmError when there is
     nothing to clamp, with a message the view shows)."""
@@ -61,7 +62,10 @@ def clamp_request(
             raise CrbmError("lasso some neurons on the map first (lasso tool in its toolbar)")
         return dict(neurons=np.asarray(neurons, np.int64), value=value)
     if mode == MODES[3]:
-        return dict(units=[int(hu)], unit_value=float(hu_value))
+        if not hu_values:
+            raise CrbmError("choose the HUs to clamp")
+        units = sorted(hu_values)
+        return dict(units=units, unit_value=[float(hu_values[h]) for h in units])
     raise CrbmError(f"unknown perturbation mode {mode!r}")
 
 
@@ -86,16 +90,18 @@ class PerturbationView(ReportView):
         self.clamp = pn.widgets.RadioButtonGroup(options=list(CLAMPS), value="ablate (0)")
         self.region_select = pn.widgets.Select(label="region", options={}, width=260)
         self.hu_select = pn.widgets.Select(label="HU (Ward order)", options={}, width=140)
-        self.hu_value = pn.widgets.FloatSlider(label="HU value", start=0.0, end=1.0, step=0.01,
-                                               value=0.0, width=260)  # fmt: skip
+        self.hu_choice = pn.widgets.MultiChoice(label="HUs to clamp (Ward order)", options={},
+                                                width=400)  # fmt: skip
+        self.hu_sliders = pn.Column()
+        self.sliders: dict[int, pn.widgets.FloatSlider] = {}
         self.auto = pn.widgets.Checkbox(label="update on every change", value=True)
         self.button = pn.widgets.Button(label="Run perturbation", color="primary")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.region_select.param.watch(self._region_picked, "value")
         self.hu_select.param.watch(self._hu_picked, "value")
-        for w, what in ((self.mode, "value"), (self.clamp, "value"),
-                        (self.hu_value, "value_throttled")):  # fmt: skip
-            w.param.watch(self._control_changed, what)
+        self.hu_choice.param.watch(self._hus_chosen, "value")
+        self.mode.param.watch(self._mode_changed, "value")
+        self.clamp.param.watch(self._control_changed, "value")
         self.button.on_click(lambda _e: self.compute())
 
         mp = figure(title="Δ firing probability (top view)", width=2 * SIZE, height=int(1.6 * SIZE),
@@ -143,7 +149,8 @@ class PerturbationView(ReportView):
         style(*self.figures.values())
         downloads = self._download("perturbation", self._csv, self._h5, "perturbation result")
         controls = pn.Column(
-            self.mode, self.clamp, pn.Row(self.region_select, self.hu_select), self.hu_value,
+            self.mode, self.clamp, pn.Row(self.region_select, self.hu_select), self.hu_choice,
+            self.hu_sliders,
             pn.Row(self.button, self.auto), self.status,
         )  # fmt: skip
         return [
@@ -164,7 +171,10 @@ class PerturbationView(ReportView):
             self.hu_select.options = {f"HU {int(h)}": int(h) for h in loaded.hu_order}
             self.region_select.value = self._default_region()
             self.hu_select.value = int(self.state.hu)
-            self._set_slider_range()
+            self.hu_choice.options = {f"HU {int(h)}": int(h) for h in loaded.hu_order}
+            self.hu_choice.value = []
+            self.sliders = {}
+            self.hu_sliders[:] = []
         finally:
             self._updating = False
         xy = rec.coords_mm()[:, :2]
@@ -184,19 +194,35 @@ class PerturbationView(ReportView):
             return int(r)
         return int(self._region_ids[0]) if self._region_ids.size else None
 
-    def _set_slider_range(self) -> None:
-        """The slider spans the selected HU's observed activity (report traces), widened 50 %."""
-        tr = np.asarray(self.state.loaded.report["dynamics"]["traces"], float)[:, self.state.hu]
+    def _slider(self, hu: int) -> pn.widgets.FloatSlider:
+        """A slider for `hu` spanning its observed activity (report traces) widened by 50 %,
+        starting at its largest observed value (the HU switched on)."""
+        tr = np.asarray(self.state.loaded.report["dynamics"]["traces"], float)[:, hu]
         lo, hi = (float(tr.min()), float(tr.max())) if tr.size else (0.0, 1.0)
         pad = 0.5 * max(hi - lo, 1e-3)
         step = round((hi - lo + 2 * pad) / 100, 4) or 0.01
-        self.hu_value.param.update(
-            start=round(lo - pad, 3),
-            end=round(hi + pad, 3),
-            step=step,
-            value=round(hi, 3),
-            label=f"HU {self.state.hu} value",
-        )
+        s = pn.widgets.FloatSlider(
+            label=f"HU {hu} value", start=round(lo - pad, 3), end=round(hi + pad, 3), step=step,
+            value=round(hi, 3), width=300,
+        )  # fmt: skip
+        s.param.watch(self._control_changed, "value_throttled")  # on release, not while dragging
+        return s
+
+    def _hus_chosen(self, event) -> None:
+        """One slider per chosen HU (kept with its value while it stays chosen), Ward order."""
+        chosen = [int(h) for h in self.state.loaded.hu_order if int(h) in set(event.new)]
+        self.sliders = {h: self.sliders.get(h) or self._slider(h) for h in chosen}
+        self.hu_sliders[:] = list(self.sliders.values())
+        self._control_changed()
+
+    def _mode_changed(self, event) -> None:
+        if event.new == MODES[3] and not self.hu_choice.value:
+            self._updating = True  # the choice below recomputes once, here
+            try:
+                self.hu_choice.value = [int(self.state.hu)]
+            finally:
+                self._updating = False
+        self._control_changed()
 
     # controls ↔ state -----------------------------------------------------------------------
     def _region_picked(self, event) -> None:
@@ -218,7 +244,6 @@ class PerturbationView(ReportView):
                 self.region_select.value = int(event.new)
             if event.name == "hu":
                 self.hu_select.value = int(event.new)
-                self._set_slider_range()
         finally:
             self._updating = False
         if event.name == "region" and self.result is not None:  # recolour the region bars
@@ -226,7 +251,7 @@ class PerturbationView(ReportView):
             self._regions.data["color"] = [
                 HIGHLIGHT if i == self.state.region else "#4c72b0" for i in ids
             ]
-        uses = {"region": MODES[0], "hu": (MODES[1], MODES[3]), "threshold": MODES[1]}
+        uses = {"region": (MODES[0],), "hu": (MODES[1],), "threshold": (MODES[1],)}
         if self.auto.value and self.mode.value in uses[event.name]:
             self.compute()
 
@@ -241,7 +266,7 @@ class PerturbationView(ReportView):
             self.state.loaded, self.mode.value, value=CLAMPS[self.clamp.value],
             region=self.region_select.value, hu=int(self.state.hu),
             threshold=float(self.state.threshold), neurons=self._map.selected.indices,
-            hu_value=float(self.hu_value.value),
+            hu_values={h: float(s.value) for h, s in self.sliders.items()},
         )  # fmt: skip
 
     def compute(self) -> PerturbationResult | None:
