@@ -227,7 +227,9 @@ def _extra_run(store, recording_id: int, report_path=None, finished=False) -> in
     return run_id
 
 
-def test_connectivity_without_sc_explains_how_to_get_it(trained, tmp_path, monkeypatch):
+def test_connectivity_without_sc_explains_how_to_get_it(
+    trained, tmp_path, monkeypatch, atlas_reference
+):
     store, run_id = trained
     monkeypatch.setenv("CRBM_ATLAS_DIR", str(tmp_path / "empty-atlas"))
     # the report as `crbm evaluate` writes it when the SC file is missing
@@ -255,6 +257,12 @@ def test_connectivity_without_sc_explains_how_to_get_it(trained, tmp_path, monke
     _tap(view.figures["fc"], 1.5, 0.5)  # selection still works, without SC
     assert state.region_pair == [int(order[0]), int(order[1])]
     assert "SC" not in view._pair_text.object
+    # once the atlas is installed, the same report is compared with SC on the fly
+    monkeypatch.setenv("CRBM_ATLAS_DIR", str(atlas_reference))
+    view = ConnectivityView(state=ExplorerState(store, run_id=other))
+    assert view._sc_pane.visible and not view._sc_message.visible
+    assert f"{conn['values']['crbm_spearman_r']:.2g}" in view.figures["scatter"].title.text
+    np.testing.assert_array_equal(view.sources["scatter"].data["log_fc"], conn["crbm_log_fc"])
 
 
 def test_no_run_and_no_report_messages(trained):

@@ -273,7 +273,10 @@ class PerturbationView(ReportView):
         """Run the perturbation the controls describe and show it; a user error is shown in
         the status line, never raised."""
         loaded = self.state.loaded
-        if loaded is None or loaded.report is None or loaded.model is None:
+        if loaded is None or loaded.report is None:
+            return None
+        if loaded.model is None:
+            self.status.object = f"⚠ the model file of run {self.state.run_id} is missing"
             return None
         try:
             t0 = time.perf_counter()
