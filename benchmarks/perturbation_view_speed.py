@@ -43,9 +43,12 @@ def main(n: int, m: int, frames: int, repeats: int, seed: int) -> None:
                        {"dynamics": {"traces": traces}}, order)  # fmt: skip
     view = pv.PerturbationView(state=state)
     state.run_id = 0  # not in the (empty) store: loads nothing, records an error
+    t0 = time.perf_counter()
     with param.edit_constant(state):
         state.loaded = loaded  # what ExplorerState does for a stored run (the view watches it)
     pn.panel(view).get_root()
+    print(f"view filled for the run (figures, map of {n} neurons, first perturbation): "
+          f"{time.perf_counter() - t0:.2f} s")  # fmt: skip
     k = int(np.argmax((truth.weights > 0).sum(axis=0)))
     members = np.flatnonzero(truth.weights[:, k] > 0)
     print(f"N={n} M={m} T={frames}, {numba.get_num_threads()} numba threads, "
