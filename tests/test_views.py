@@ -320,8 +320,13 @@ def test_perturbation_of_part_of_an_assembly_spreads_to_the_rest(state):
     ids = view._region_ids
     np.testing.assert_allclose(view._regions.data["delta"], np.nan_to_num(r.region_delta[ids]))
 
+    # a new lasso selection in lasso mode is clamped at once (browser: Selection.indices synced)
+    view._map.selected.indices = [int(i) for i in partners]
+    assert view.result.clamp.neurons.tolist() == sorted(partners.tolist())
+    view._map.selected.indices = [int(i) for i in clamped]
     # the same request gives the same answer (seeded)
-    again = view.compute()
+    again = view.result
+    assert again is not r
     np.testing.assert_array_equal(again.delta_p, r.delta_p)
 
     header, rows = _csv(view._csv())

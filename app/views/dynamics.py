@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 from bokeh.events import Tap
-from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models import BasicTicker, ColumnDataSource, LinearColorMapper
 from bokeh.plotting import figure
 from scipy.cluster.hierarchy import dendrogram
 
@@ -145,10 +145,13 @@ class DynamicsView(ReportView):
         raster.title.text = f"HU activity h − transition (Ward order{every}); click a row"
         labels = [str(int(h)) for h in order]
         set_matrix(self.figures["corr"], correlation_in_order(traces, order), -1.0, 1.0, labels)
-        if m <= 40:
+        if m <= 40:  # HU ids on the rows; above that, plain row numbers
             ticks = {i + 0.5: s for i, s in enumerate(labels)}
             raster.yaxis.ticker = list(ticks)
             raster.yaxis.major_label_overrides = ticks
+        else:
+            raster.yaxis.ticker = BasicTicker()
+            raster.yaxis.major_label_overrides = {}
         self._dendro.data = dendrogram_lines(dyn["linkage"])
         cum = np.asarray(dyn["pca_cumulative"], float)
         self._pca.data = dict(x=np.arange(1, cum.size + 1), y=cum)

@@ -118,6 +118,7 @@ class PerturbationView(ReportView):
         self._clamped = ColumnDataSource(dict(x=[], y=[]), name="pert_clamped")
         mp.scatter("x", "y", source=self._clamped, size=5, marker="x", line_color="black",
                    legend_label="clamped")  # fmt: skip
+        self._map.selected.on_change("indices", self._lassoed)
         lasso = LassoSelectTool()
         mp.add_tools(lasso)
         mp.legend.location = "top_left"
@@ -254,6 +255,11 @@ class PerturbationView(ReportView):
         uses = {"region": (MODES[0],), "hu": (MODES[1],), "threshold": (MODES[1],)}
         if self.auto.value and self.mode.value in uses[event.name]:
             self.compute()
+
+    def _lassoed(self, attr, old, new) -> None:
+        """A lasso (or tap) on the map: in lasso mode, clamp the new selection."""
+        if self.mode.value == MODES[2] and len(new):
+            self._control_changed()
 
     def _control_changed(self, *_) -> None:
         if not getattr(self, "_updating", False) and self.auto.value:
