@@ -16,85 +16,16 @@ from pathlib import Path
 import numpy as np
 from bokeh.embed import file_html
 from bokeh.layouts import column, gridplot, row
-from bokeh.models import ColorBar, Div, LinearColorMapper, LogColorMapper
-from bokeh.palettes import Category20_20, Viridis256
+from bokeh.models import Div, LinearColorMapper
+from bokeh.palettes import Category20_20
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-SIZE = 300
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+from .figures import SIZE, STAT_TITLES, density, histogram, log_matrix, region_order
+from .figures import fmt as _fmt
+
 MAX_FRAMES = 1500  # columns of the HU raster image
 MAX_POINTS = 20_000  # neurons drawn on the map
-
-STAT_TITLES = {
-    "v": "⟨vᵢ⟩",
-    "h": "⟨h_μ⟩",
-    "vh": "⟨vᵢ h_μ⟩",
-    "vv": "⟨vᵢvⱼ⟩ − ⟨vᵢ⟩⟨vⱼ⟩",
-    "hh": "⟨h_μh_ν⟩ − ⟨h_μ⟩⟨h_ν⟩",
-}
-
-
-def _fmt(x, digits: int = 3) -> str:
-    return (
-        "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}g}"
-    )
-
-
-def _histogram(title: str, series: dict[str, np.ndarray], x_label: str, log_x: bool = False):
-    p = figure(
-        title=title, width=SIZE, height=SIZE, x_axis_label=x_label, y_axis_label="fraction",
-        x_axis_type="log" if log_x else "linear",
-    )  # fmt: skip
-    finite = [np.asarray(v, float)[np.isfinite(v)] for v in series.values()]
-    finite = [v[v > 0] if log_x else v for v in finite]
-    pooled = np.concatenate([v for v in finite if v.size] or [np.zeros(1)])
-    lo, hi = float(pooled.min()), float(pooled.max())
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.geomspace(max(lo, 1e-9), hi, 31) if log_x else np.linspace(lo, hi, 31)
-    for (name, _), v, color in zip(series.items(), finite, COLORS, strict=False):
-        if not v.size:
-            continue
-        counts, _ = np.histogram(v, edges)
-        p.quad(
-            top=counts / v.size, bottom=0, left=edges[:-1], right=edges[1:], fill_alpha=0.45,
-            fill_color=color, line_color=color, legend_label=f"{name} (n={v.size})",
-        )  # fmt: skip
-    p.legend.label_text_font_size = "8pt"
-    return p
-
-
-def _density(name: str, stat: dict):
-    edges, counts = np.asarray(stat["edges"]), np.asarray(stat["counts"], float)
-    nr, r = _fmt(stat["nrmse"], 2), _fmt(stat["pearson_r"], 2)
-    title = f"{STAT_TITLES.get(name, name)}  nRMSE {nr}, r {r}"
-    p = figure(
-        title=title, width=SIZE, height=SIZE, x_axis_label="data (test)", y_axis_label="model"
-    )
-    lo, hi = float(edges[0]), float(edges[-1])
-    img = np.where(counts > 0, counts, np.nan).T  # image rows are y (model)
-    mapper = LogColorMapper(palette=Viridis256, low=1, high=max(2.0, np.nanmax(counts)))
-    p.image(image=[img], x=lo, y=lo, dw=hi - lo, dh=hi - lo, color_mapper=mapper)
-    p.line([lo, hi], [lo, hi], line_color="red", line_dash="dashed")
-    p.title.text_font_size = "9pt"
-    return p
-
-
-def _matrix(title: str, m: np.ndarray, order: np.ndarray | None = None):
-    m = np.asarray(m, float)
-    if order is not None:
-        m = m[np.ix_(order, order)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logm = np.where(m > 0, np.log10(m), np.nan)
-    finite = logm[np.isfinite(logm)]
-    lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
-    mapper = LinearColorMapper(palette=Viridis256, low=lo, high=max(hi, lo + 1e-9))
-    n = m.shape[0]
-    p = figure(title=title, width=SIZE + 60, height=SIZE, x_range=(0, n), y_range=(n, 0))
-    p.image(image=[logm], x=0, y=0, dw=n, dh=n, color_mapper=mapper)  # row 0 at the top
-    p.add_layout(ColorBar(color_mapper=mapper, title="log10"), "right")
-    return p
 
 
 def build(report: dict):
@@ -125,16 +56,16 @@ independent model: 0).</p>
 <tr><th>statistic</th><th>nRMSE</th><th>Pearson r</th><th>entries</th></tr>{rows}</table>""",
         width=3 * SIZE,
     )
-    densities = gridplot([_density(k, s) for k, s in stats.items()], ncols=3)
-    recon = _histogram(
+    densities = gridplot([density(k, s) for k, s in stats.items()], ncols=3)
+    recon = histogram(
         "reconstruction nLLH per neuron",
         {"cRBM": ev["nllh"], "GLM": base["glm_nllh"]},
         "nLLH",
     )
 
     order = np.asarray(dyn["ward_order"])
-    sizes = _histogram("assembly size (|w| > 0.01)", {"cRBM": asm["sizes"]}, "neurons")
-    regions = _histogram(
+    sizes = histogram("assembly size (|w| > 0.01)", {"cRBM": asm["sizes"]}, "neurons")
+    regions = histogram(
         "effective number of regions",
         {"cRBM": asm["effective_regions"], "PCA": base["pca_effective_regions"]},
         "regions (PR·R)",
@@ -161,7 +92,7 @@ independent model: 0).</p>
                  y_axis_label="cumulative variance", y_range=(0, 1.02))  # fmt: skip
     pcs.line(np.arange(1, cum.size + 1), cum)
     pcs.scatter(np.arange(1, cum.size + 1), cum, size=3)
-    taus = _histogram(
+    taus = histogram(
         "time constants",
         {"HUs": dyn["hu_period_s"], "neurons": dyn["neuron_period_s"]},
         "median cycle (s)",
@@ -211,11 +142,11 @@ def _assembly_map(asm: dict):
 
 def _connectivity(conn: dict):
     vals = conn["values"]
-    keep = np.asarray(conn["keep"], bool) if "keep" in conn else None
-    order = np.flatnonzero(keep) if keep is not None and keep.any() else None
-    mats = [_matrix("cRBM FC (log10)", conn["fc_crbm"], order)]
+    fc = np.asarray(conn["fc_crbm"])
+    order = region_order(fc.shape[0], conn.get("keep"), conn.get("region_counts"))
+    mats = [log_matrix("cRBM FC (log10)", conn["fc_crbm"], order)]
     if vals.get("sc_available"):
-        mats.append(_matrix("structural connectivity (log10)", conn["sc"], order))
+        mats.append(log_matrix("structural connectivity (log10)", conn["sc"], order))
         scatter = figure(title=f"FC vs SC: Spearman r {_fmt(vals.get('crbm_spearman_r'), 2)} "
                          f"(correlation FC {_fmt(vals.get('correlation_spearman_r'), 2)}, "
                          f"covariance FC {_fmt(vals.get('covariance_spearman_r'), 2)})",
