@@ -133,23 +133,29 @@ def test_quality_figures_match_the_report(state):
     np.testing.assert_allclose(rows[:, 1].astype(float), ev["nllh"])
 
 
+def _sweep_row(run, l1, m, score, converged=True, rec=1):
+    return dict(run=run, recording_id=rec, l1=l1, n_hidden=m, score=score, converged=converged)
+
+
 def test_score_grid_heatmap_of_sweep_rows(state):
     rows = [
-        dict(run=1, l1b=0.02, n_hidden=8, score=0.50),
-        dict(run=2, l1b=0.02, n_hidden=8, score=0.70),
-        dict(run=3, l1b=0.005, n_hidden=16, score=0.30),
-        dict(run=4, l1b=0.005, n_hidden=8, score=None),
+        _sweep_row(1, 0.02, 8, 0.50),
+        _sweep_row(2, 0.02, 8, 0.70),
+        _sweep_row(3, 0.005, 16, 0.30),
+        _sweep_row(4, 0.005, 8, None),
+        _sweep_row(5, 0.005, 16, 0.90, converged=False),  # fails the filter: not counted
+        _sweep_row(6, 0.02, 8, 0.99, rec=2),  # another recording's cell
     ]
-    g = score_grid(rows)
+    g = score_grid(rows, recording_id=1)
     assert g["x_factors"] == ["0.005", "0.02"] and g["y_factors"] == ["8", "16"]
-    cells = dict(zip(zip(g["l1b"], g["n_hidden"], strict=True), g["score"], strict=True))
+    cells = dict(zip(zip(g["l1"], g["n_hidden"], strict=True), g["score"], strict=True))
     assert cells[("0.02", "8")] == pytest.approx(0.6)
     assert cells[("0.005", "16")] == pytest.approx(0.3)
     assert np.isnan(cells[("0.005", "8")])
     view = QualityView(state=state)
-    view.show_grid(rows, run_id=3)
+    view.show_grid(rows, run_id=3, recording_id=1)
     assert view._grid_pane.visible
-    assert view._grid_current.data == dict(l1b=["0.005"], n_hidden=["16"])
+    assert view._grid_current.data == dict(l1=["0.005"], n_hidden=["16"])
     assert list(view.figures["grid"].x_range.factors) == ["0.005", "0.02"]
 
 

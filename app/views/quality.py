@@ -28,9 +28,10 @@ from ..figures import (
     style,
 )
 from ..state import LoadedRun
+from ..sweeps import STATISTICS, grid_summary, results_table
 from ..view_base import ReportView
 
-STATISTICS = ("v", "h", "vh", "vv", "hh")
+
 WEIGHT_BINS = 60
 NLLH_CLIP = (1.0, 99.0)  # percentiles: the nLLH histogram range (a few neurons are far out)
 
@@ -58,27 +59,26 @@ def weight_distributions(series: list[np.ndarray], bins: int = WEIGHT_BINS) -> l
     return out
 
 
-def score_grid(rows: list[dict]) -> dict:
-    """Heatmap columns of a sweep's results: one cell per (l1b, n_hidden), score = mean over
-    the cell's runs with a score (NaN if none), plus the factor lists in numeric order."""
-    cells: dict[tuple, list] = {}
-    for r in rows:
-        key = (r.get("l1b"), r.get("n_hidden"))
-        if None in key:
-            continue
-        cells.setdefault(key, [])
-        if r.get("score") is not None and np.isfinite(r["score"]):
-            cells[key].append(float(r["score"]))
-    lams = sorted({k[0] for k in cells})
-    ms = sorted({k[1] for k in cells})
-    keys = sorted(cells)
+def score_grid(rows: list[dict], recording_id: int | None = None) -> dict:
+    """Heatmap columns of a sweep's results (`app.sweeps.results_table` rows) for one
+    recording: one cell per (λ, M), score = mean over the cell's converged runs
+    (`sweeps.grid_summary`, the runs the selection rule counts; NaN if none), plus the factor
+    lists in numeric order."""
+    cells = [
+        c
+        for c in grid_summary(rows)
+        if c["l1"] is not None
+        and c["n_hidden"] is not None
+        and (recording_id is None or c["recording_id"] == recording_id)
+    ]
+    cells.sort(key=lambda c: (c["l1"], c["n_hidden"]))
     return dict(
-        l1b=[str(k[0]) for k in keys],
-        n_hidden=[str(k[1]) for k in keys],
-        score=[float(np.mean(cells[k])) if cells[k] else float("nan") for k in keys],
-        n_runs=[len(cells[k]) for k in keys],
-        x_factors=[str(x) for x in lams],
-        y_factors=[str(m) for m in ms],
+        l1=[str(c["l1"]) for c in cells],
+        n_hidden=[str(c["n_hidden"]) for c in cells],
+        score=[float("nan") if c["score"] is None else c["score"] for c in cells],
+        n_runs=[c["n_converged"] for c in cells],
+        x_factors=[str(x) for x in sorted({c["l1"] for c in cells})],
+        y_factors=[str(m) for m in sorted({c["n_hidden"] for c in cells})],
     )
 
 
@@ -123,15 +123,15 @@ class QualityView(ReportView):
         f["weights"] = weights
 
         grid = figure(title="sweep: model-selection score", width=SIZE + 80, height=SIZE,
-                      x_range=["0"], y_range=["0"], x_axis_label="λ (l1b)",
+                      x_range=["0"], y_range=["0"], x_axis_label="λ (l1)",
                       y_axis_label="hidden units M", tools="hover,save",
-                      tooltips=[("λ", "@l1b"), ("M", "@n_hidden"), ("score", "@score"),
+                      tooltips=[("λ", "@l1"), ("M", "@n_hidden"), ("score", "@score"),
                                 ("runs", "@n_runs")], name="quality_grid")  # fmt: skip
-        self._grid = ColumnDataSource(dict(l1b=[], n_hidden=[], score=[], n_runs=[]),
+        self._grid = ColumnDataSource(dict(l1=[], n_hidden=[], score=[], n_runs=[]),
                                       name="quality_grid")  # fmt: skip
         self._grid_mapper = LinearColorMapper(palette=Viridis256, nan_color="#dddddd")
         grid.rect(
-            "l1b",
+            "l1",
             "n_hidden",
             1,
             1,
@@ -139,8 +139,8 @@ class QualityView(ReportView):
             fill_color={"field": "score", "transform": self._grid_mapper},
             line_color=None,
         )
-        self._grid_current = ColumnDataSource(dict(l1b=[], n_hidden=[]), name="quality_grid_run")
-        grid.rect("l1b", "n_hidden", 1, 1, source=self._grid_current, fill_alpha=0,
+        self._grid_current = ColumnDataSource(dict(l1=[], n_hidden=[]), name="quality_grid_run")
+        grid.rect("l1", "n_hidden", 1, 1, source=self._grid_current, fill_alpha=0,
                   line_color=HIGHLIGHT, line_width=3)  # fmt: skip
         f["grid"] = grid
         self._grid_pane = pn.Column(pn.pane.Bokeh(grid), visible=False)
@@ -213,14 +213,15 @@ class QualityView(ReportView):
         if not sweep_id:
             self._grid_pane.visible = False
             return
-        from ..sweeps import results_table  # the sweep module (present with sweeps)
+        rows = results_table(self.state.store, int(sweep_id))
+        self.show_grid(rows, loaded.run["id"], loaded.run["recording_id"])
 
-        self.show_grid(results_table(self.state.store, int(sweep_id)), loaded.run["id"])
-
-    def show_grid(self, rows: list[dict], run_id: int | None = None) -> None:
-        """Show the score heatmap of a sweep's result rows (dicts with l1b, n_hidden, score;
-        'run' marks the cell of run `run_id`)."""
-        g = score_grid(rows)
+    def show_grid(
+        self, rows: list[dict], run_id: int | None = None, recording_id: int | None = None
+    ) -> None:
+        """Show the score heatmap of a sweep's result rows for `recording_id` (the cell of run
+        `run_id` outlined)."""
+        g = score_grid(rows, recording_id)
         fig = self.figures["grid"]
         fig.x_range.factors = g.pop("x_factors") or ["0"]
         fig.y_range.factors = g.pop("y_factors") or ["0"]
@@ -230,7 +231,7 @@ class QualityView(ReportView):
             self._grid_mapper.update(low=min(finite), high=max(finite) + 1e-12)
         mine = [r for r in rows if run_id is not None and r.get("run") == run_id]
         self._grid_current.data = dict(
-            l1b=[str(r["l1b"]) for r in mine], n_hidden=[str(r["n_hidden"]) for r in mine]
+            l1=[str(r["l1"]) for r in mine], n_hidden=[str(r["n_hidden"]) for r in mine]
         )
         best = max(finite) if finite else None
         fig.title.text = f"sweep: model-selection score (best {fmt(best)}; this run outlined)"
