@@ -18,12 +18,12 @@ import h5py
 import numpy as np
 
 from crbm_core.errors import ParameterError
+from crbm_core.evaluate import STATISTICS
 from crbm_core.h5io import read_str_attr
 from crbm_core.train import TrainConfig
 
 from .store import RunStore
 
-STATISTICS = ("v", "h", "vh", "vv", "hh")  # METHODS §5, in the report's naming
 W_STD_RANGE = (0.01, 0.1)  # the paper's convergence filter on std(w)
 MAX_RUNS = 500  # a sweep larger than this is almost surely a typo in the grid
 

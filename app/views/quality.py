@@ -31,7 +31,6 @@ from ..state import LoadedRun
 from ..sweeps import STATISTICS, grid_summary, results_table
 from ..view_base import ReportView
 
-
 WEIGHT_BINS = 60
 NLLH_CLIP = (1.0, 99.0)  # percentiles: the nLLH histogram range (a few neurons are far out)
 
