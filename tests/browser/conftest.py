@@ -1,6 +1,6 @@
-"""Browser tests: the dashboard served as production serves it (`panel serve app/main.py
---liveness`, a subprocess with CRBM_DATA_DIR set) on a store with one finished tiny run, driven
-by headless Debian Chromium through pytest-playwright.
+"""Browser tests: the dashboard served as production serves it (`crbm serve`, which runs
+`python -m panel serve app/main.py --liveness ...`, in a subprocess with CRBM_DATA_DIR set) on a
+store with one finished tiny run, driven by headless Debian Chromium through pytest-playwright.
 
 Every test collects the page's console errors and uncaught exceptions, and fails on a Python
 Traceback in the server log: an error inside a Panel app can draw a blank page while the
@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from app.server import serve_command
 from tests.trained_run import trained_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ def server(tmp_path_factory) -> Server:
     }
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            serve_command(port),
+            [sys.executable, "-m", "crbm_core.cli", "serve", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,
