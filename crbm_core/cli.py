@@ -333,9 +333,17 @@ def cmd_jobs(args) -> int:
 def cmd_serve(args) -> int:
     """Run the dashboard as `panel serve app/main.py` (the command the browser tests run) with
     the data directory in $CRBM_DATA_DIR; returns when the server stops."""
+    import socket
     import subprocess
 
     from app.server import serve_command
+
+    with socket.socket() as probe:  # before the app's first start runs, not after
+        try:
+            probe.bind((args.address, args.port))
+        except OSError as exc:
+            print(f"error: cannot serve on {args.address}:{args.port}: {exc}", file=sys.stderr)
+            return 2
 
     env = dict(os.environ)
     if args.data_dir:

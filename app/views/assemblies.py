@@ -129,7 +129,11 @@ class AssembliesView(pn.viewable.Viewer):
             self.state.error = f"HU {hu} does not exist: this model has {loaded.n_hidden} HUs"
             return
         rep = loaded.report
-        if rep is not None:
+        if rep is None:  # a run still training (its checkpoint's weights) or without a report
+            self.trace_source.data = {"t": np.zeros(0), "h": np.zeros(0)}
+            self.bars.y_range.factors = []
+            self.bar_source.data = {"region": [], "occupancy": np.zeros(0)}
+        else:
             traces = rep["dynamics"]["traces"]
             t = np.arange(traces.shape[0], dtype=np.float64) / loaded.recording.frame_rate
             self.trace_source.data = {"t": t, "h": np.asarray(traces[:, hu], dtype=np.float32)}
@@ -171,7 +175,13 @@ class AssembliesView(pn.viewable.Viewer):
             value = np.where(labels >= 0, labels, np.nan)
             self.map.show(value, mode="categorical", weight=w, dim=dim)
             what = f"{int((labels >= 0).sum())} of {labels.size} neurons in a region"
-        self.info.object = f"Run {loaded.run['id']} · {what}"
+        note = ""
+        if loaded.report is None:
+            note = (
+                f"\n\nRun {loaded.run['id']} is {loaded.run['status']}: the map shows its latest "
+                "checkpoint; the trace and regions appear when its report is written."
+            )
+        self.info.object = f"Run {loaded.run['id']} · {what}{note}"
 
     @staticmethod
     def _strongest(loaded) -> tuple[np.ndarray, np.ndarray]:
