@@ -142,9 +142,10 @@ def raster(rec: Recording, order: np.ndarray) -> hv.DynamicMap:
         kdims=["time (s)", "neuron (row)"],
         vdims=["spiking"],
     )
+    top = float(np.quantile(image, 0.995)) if image.size else 1.0
     return rasterize(img, aggregator="mean").opts(
         cmap="gray_r",
-        cnorm="eq_hist",  # 2–5 % of neurons fire: a linear scale would look empty
+        clim=(0.0, max(top, 1e-3)),  # 2–5 % of neurons fire: a 0–1 scale would look empty
         responsive=True,
         height=360,
         title=f"{rec.n_neurons} neurons × {rec.n_frames} frames",

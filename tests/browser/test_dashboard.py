@@ -49,6 +49,10 @@ def test_open_app_map_has_every_neuron(page: Page, page_errors, server, screensh
     page.goto(server.url)
     expect(page.get_by_text("crbm-explorer")).to_be_visible()
     expect(page.get_by_role("cell", name="tiny virtual fish").first).to_be_visible()  # Data view
+    wait_column(page, "map:neurons", "value", FISH["n_neurons"])
+    page.get_by_role("button", name="By region").click()
+    page.get_by_role("button", name="Firing rate").click()
+    page.wait_for_timeout(1500)  # let datashader draw the re-ordered raster for the screenshot
     page.screenshot(path=screenshots / "data.png", full_page=True)
     open_tab(page, "Assemblies")
     wait_column(page, MAP, "value", FISH["n_neurons"])
@@ -61,6 +65,16 @@ def test_open_app_map_has_every_neuron(page: Page, page_errors, server, screensh
     assert [r["id"] for r in server.store.runs()] == [server.run_id]
     assert len(server.store.recordings()) == 1
     page.screenshot(path=screenshots / "assemblies.png", full_page=True)
+    page.get_by_text("All assemblies (strongest HU)").click()
+    page.wait_for_function(
+        f"([name, col, v0]) => {{ const c = ({COLUMN_JS})([name, col]);"
+        " return c !== null && c.some((v, i) => !Object.is(v, v0[i])); }",
+        arg=[MAP, "value", values.tolist()],
+    )
+    codes = np.array(column(page, MAP, "value"), dtype=float)
+    codes = codes[np.isfinite(codes)]
+    assert codes.size and np.all(codes == np.round(codes))  # HU codes (Ward rank), not weights
+    page.screenshot(path=screenshots / "assemblies_all.png", full_page=True)
 
 
 def test_pick_hu_recolours_map_and_shows_trace(page: Page, page_errors, server, screenshots):
