@@ -99,6 +99,22 @@ def test_assemblies_threshold_region_filter_and_all_mode(state):
     np.testing.assert_array_equal(value[inside], expect)
 
 
+def test_assemblies_exports_weights_and_traces(state):
+    view = AssembliesView(state=state)
+    hu = int(state.loaded.hu_order[1])
+    state.hu = hu
+    rows = view._weights_csv().getvalue().decode().splitlines()
+    assert rows[0] == f"neuron,region,x_mm,y_mm,z_mm,weight_hu{hu}"
+    assert len(rows) == FISH["n_neurons"] + 1
+    w = np.array([float(r.rsplit(",", 1)[1]) for r in rows[1:]])
+    np.testing.assert_allclose(w, state.loaded.model.weights[:, hu], rtol=1e-5, atol=1e-7)
+    assert view.download_weights.filename.endswith(f"hu{hu}_weights.csv")
+    traces = np.loadtxt(view._traces_csv(), delimiter=",", skiprows=1)
+    expect = state.loaded.report["dynamics"]["traces"][:, state.loaded.hu_order]
+    np.testing.assert_allclose(traces[:, 1:], expect, rtol=1e-5, atol=1e-6)
+    assert not view.download_model.disabled
+
+
 def test_assemblies_unknown_hu_is_a_message_not_a_crash(state):
     AssembliesView(state=state)
     state.hu = CONFIG["n_hidden"] + 5
@@ -117,6 +133,10 @@ def test_train_view_streams_the_runs_progress(state):
     assert view.bar.value == 100
     assert f"update {CONFIG['n_updates']:,} / {CONFIG['n_updates']:,}" in view.status.object
     assert view.form.object.n_hidden is None  # TrainConfig's own defaults
+    view.compare.value = [state.run_id]
+    fig = view.compare_plot.object
+    (line,) = [r for r in fig.renderers if hasattr(r, "data_source")]
+    np.testing.assert_allclose(line.data_source.data["y"], [e["rmse_vh"] for e in events])
     view.grid_l1.value = "0.01, x"
     view.grid_m.value = "4"
     view._start_grid()

@@ -9,6 +9,9 @@ rebuilt.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import panel as pn
 import param
@@ -90,7 +93,16 @@ class AssembliesView(pn.viewable.Viewer):
         self.bars.hbar(
             y="region", right="occupancy", height=0.8, source=self.bar_source, name="bars"
         )
+        self.download_weights = pn.widgets.FileDownload(
+            callback=self._weights_csv, label="Selected HU's weights (CSV)", width=280
+        )
+        self.download_traces = pn.widgets.FileDownload(
+            callback=self._traces_csv, label="HU traces (CSV)", width=280
+        )
+        self.download_model = pn.widgets.FileDownload(label="Model file (HDF5)", width=280)
         self.mode.param.watch(lambda *_: self._recolour(), "value")
+        state.param.watch(lambda *_: self._update_downloads(), ["hu", "loaded"])
+        self._update_downloads()
         watch_state(state, self._load, "loaded")
         state.param.watch(lambda *_: self._select_hu(), "hu")
         state.param.watch(lambda *_: self._recolour(), ["threshold", "region"])
@@ -183,6 +195,44 @@ class AssembliesView(pn.viewable.Viewer):
             )
         self.info.object = f"Run {loaded.run['id']} · {what}{note}"
 
+    # -- export ---------------------------------------------------------------------------------
+    def _weights_csv(self) -> io.BytesIO:
+        """neuron, region, x, y, z (mm), weight of the selected HU: one row per neuron."""
+        loaded = self.state.loaded
+        rec, hu = loaded.recording, self.state.hu
+        names = list(rec.region_names)
+        xyz = rec.coords_mm()
+        w = loaded.model.weights[:, hu]
+        lines = [f"neuron,region,x_mm,y_mm,z_mm,weight_hu{hu}"]
+        for i, (lab, c, wi) in enumerate(zip(rec.region_labels, xyz, w, strict=True)):
+            region = names[lab] if lab >= 0 else ""
+            lines.append(f"{i},{region},{c[0]:.5g},{c[1]:.5g},{c[2]:.5g},{wi:.6g}")
+        return io.BytesIO(("\n".join(lines) + "\n").encode())
+
+    def _traces_csv(self) -> io.BytesIO:
+        """time_s then one column per HU (Ward order) of the HU inputs I(t)."""
+        loaded = self.state.loaded
+        traces = loaded.report["dynamics"]["traces"][:, loaded.hu_order]
+        t = np.arange(traces.shape[0]) / loaded.recording.frame_rate
+        buf = io.StringIO()
+        header = "time_s," + ",".join(f"hu{int(h)}" for h in loaded.hu_order)
+        np.savetxt(buf, np.column_stack([t, traces]), delimiter=",", fmt="%.6g", header=header,
+                   comments="")  # fmt: skip
+        return io.BytesIO(buf.getvalue().encode())
+
+    def _update_downloads(self) -> None:
+        loaded = self.state.loaded
+        ok = loaded is not None and loaded.model is not None
+        self.download_weights.disabled = not ok
+        self.download_traces.disabled = not (ok and loaded.report is not None)
+        self.download_model.disabled = not (ok and Path(loaded.run["model_path"]).exists())
+        if ok:
+            run = loaded.run
+            self.download_weights.filename = f"run{run['id']}_hu{self.state.hu}_weights.csv"
+            self.download_traces.filename = f"run{run['id']}_hu_traces.csv"
+            self.download_model.file = run["model_path"]
+            self.download_model.filename = f"run{run['id']}_model.h5"
+
     @staticmethod
     def _strongest(loaded) -> tuple[np.ndarray, np.ndarray]:
         if loaded.report is not None:
@@ -194,7 +244,16 @@ class AssembliesView(pn.viewable.Viewer):
 
     def __panel__(self):
         controls = pn.Column(
-            self.picker, self.mode, self.threshold, self.region, self.info, width=300
+            self.picker,
+            self.mode,
+            self.threshold,
+            self.region,
+            self.info,
+            "**Export**",
+            self.download_weights,
+            self.download_traces,
+            self.download_model,
+            width=300,
         )
         maps = pn.Column(pn.pane.Bokeh(self.map.top), pn.pane.Bokeh(self.map.side))
         return pn.Column(

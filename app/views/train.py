@@ -141,6 +141,13 @@ class TrainView(pn.viewable.Viewer):
             fig.legend.location = "top_right"
             fig.toolbar.logo = None
             self.figures.append(fig)
+        self.compare = pn.widgets.MultiChoice(label="Compare runs", options={}, width=430)
+        self.compare_stat = pn.widgets.Select(
+            label="Statistic", options=[k for k in COLUMNS if k != "update"], value="rmse_vh"
+        )
+        self.compare_plot = pn.pane.Bokeh(self._compare_figure())
+        self.compare.param.watch(lambda *_: self._draw_compare(), "value")
+        self.compare_stat.param.watch(lambda *_: self._draw_compare(), "value")
         self._last = -1
         self._event: dict | None = None
         self._seen: tuple = ()
@@ -218,6 +225,9 @@ class TrainView(pn.viewable.Viewer):
         if seen == self._seen:
             return
         self._seen = seen
+        self.compare.options = {
+            f"run {r['id']} · {names.get(r['recording_id'], '?')}": r["id"] for r in reversed(runs)
+        }
         self.run.options = {
             f"run {r['id']} · {names.get(r['recording_id'], '?')} · {r['status']}": r["id"]
             for r in reversed(runs)
@@ -233,6 +243,33 @@ class TrainView(pn.viewable.Viewer):
             for r in reversed(runs)
         ]
         self.runs.object = pd.DataFrame(rows)
+
+    def _compare_figure(self, runs: dict[int, list[dict]] | None = None, stat: str = "rmse_vh"):
+        fig = figure(
+            title=f"{stat} by run",
+            height=260,
+            width=430,
+            x_axis_label="update",
+            tools="pan,wheel_zoom,box_zoom,reset,save",
+        )
+        fig.toolbar.logo = None
+        for (run_id, events), color in zip((runs or {}).items(), Category10_10, strict=False):
+            ev = [e for e in events if stat in e]
+            fig.line(
+                [e["update"] for e in ev],
+                [e[stat] for e in ev],
+                legend_label=f"run {run_id}",
+                color=color,
+                width=2,
+            )
+        if runs:
+            fig.legend.location = "top_right"
+        return fig
+
+    def _draw_compare(self) -> None:
+        store, stat = self.state.store, self.compare_stat.value
+        runs = {int(r): store.progress(int(r)) for r in self.compare.value}
+        self.compare_plot.object = self._compare_figure(runs, stat)
 
     def _select_run(self) -> None:
         self._last = -1
@@ -287,7 +324,7 @@ class TrainView(pn.viewable.Viewer):
             self.grid_start,
             title="λ × M grid",
             collapsed=True,
-            width=330,
+            width=320,
         )
         left = pn.Column(self.recording, self.start, grid, self.form, width=350)
         right = pn.Column(
@@ -297,6 +334,9 @@ class TrainView(pn.viewable.Viewer):
             pn.Row(*(pn.pane.Bokeh(f) for f in self.figures)),
             "### Runs",
             self.runs,
+            "### Compare runs",
+            pn.Row(self.compare, self.compare_stat),
+            self.compare_plot,
             sizing_mode="stretch_width",
         )
         return pn.Row(left, right, sizing_mode="stretch_width")
