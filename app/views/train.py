@@ -187,8 +187,10 @@ class TrainView(pn.viewable.Viewer):
                 grid_key(): parse_values(self.grid_l1.value, float, "λ values"),
                 "n_hidden": parse_values(self.grid_m.value, int, "M values"),
             }
-            # JobManager.submit_sweep: the λ × M model-selection sweep (app/sweeps.py)
-            self.jobs.submit_sweep(
+            submit_sweep = getattr(self.jobs, "submit_sweep", None)  # app/sweeps.py
+            if submit_sweep is None:
+                raise ParameterError("this job manager cannot run grids (no submit_sweep)")
+            submit_sweep(
                 [int(self.state.recording_id)],
                 self._config(),
                 grid=grid,
