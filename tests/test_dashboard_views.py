@@ -4,6 +4,7 @@ bad ones), the first-start rule, and the raster's binning."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -26,7 +27,7 @@ from app.views.data import (
     resolve_in_data_dir,
     save_upload,
 )
-from app.views.train import COLUMNS, TrainView, parse_values, progress_text
+from app.views.train import COLUMNS, TrainView, grid_key, parse_values, progress_text
 from crbm_core.errors import ParameterError
 from crbm_core.recording import read_recording
 from tests.bad_files import CASES
@@ -249,3 +250,29 @@ def test_first_start_only_on_a_store_without_usable_runs(tmp_path, trained):
     assert first_start(fresh, jobs) not in (None, pre)  # only a cancelled run: pre-train again
     jobs.cancel(max(r["id"] for r in fresh.runs()))
     jobs.wait([r["id"] for r in fresh.runs()], timeout=120)
+
+
+def test_grid_form_queues_a_lambda_by_m_sweep(tmp_path, trained):
+    if not hasattr(JobManager, "submit_sweep"):
+        pytest.skip("JobManager.submit_sweep comes with the sweeps branch")
+    store = RunStore(tmp_path / "data")
+    shutil.copy(trained[0].recordings()[0]["path"], store.data_dir / "fish.h5")
+    rec_id = store.add_recording(store.data_dir / "fish.h5")
+    jobs = JobManager(store, max_workers=1)
+    state = ExplorerState(store, recording_id=rec_id)
+    view = TrainView(state=state, jobs=jobs)
+    view.config.n_updates = 20
+    view.grid_l1.value = "0.01, 0.02"
+    view.grid_m.value = "3"
+    try:
+        view._start_grid()
+        assert state.error == ""
+        runs = store.runs()
+        assert len(runs) == 2
+        configs = [json.loads(r["config"]) for r in runs]
+        assert sorted(c[grid_key()] for c in configs) == [0.01, 0.02]
+        assert {c["n_hidden"] for c in configs} == {3} and {c["n_updates"] for c in configs} == {20}
+    finally:
+        for r in store.runs(("queued", "running")):
+            jobs.cancel(r["id"])
+        jobs.wait([r["id"] for r in store.runs()], timeout=120)
