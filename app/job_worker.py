@@ -28,13 +28,14 @@ CANCEL_POLL_SECONDS = 0.5  # how often the store's cancel flag is read during tr
 def _inputs(store, run: dict):
     """(training inputs, config) of `run`: a new one, or resumed from its model file."""
     from crbm_core.errors import CrbmError
+    from crbm_core.modelfile import has_checkpoint
     from crbm_core.recording import read_recording
     from crbm_core.run_inputs import training_inputs
     from crbm_core.train import TrainConfig
 
     rec_row = store.recording(run["recording_id"])
     model_path = Path(run["model_path"])
-    resume = model_path if model_path.exists() else None
+    resume = model_path if has_checkpoint(model_path) else None
     inputs = training_inputs(read_recording(rec_row["path"]), rec_row["path"], resume)
     if inputs.provenance["recording_sha256"] != rec_row["sha256"]:
         raise CrbmError(
@@ -116,7 +117,8 @@ def run_job(store, run_id: int) -> str:
             return status
         save_result(out, result, config, inputs)
         store.set_checkpoint(run_id, result.state.update)
-        message = result.message + _write_report(store, run_id, out)
+        notes = [result.message, inputs.note]
+        message = "; ".join(n for n in notes if n) + _write_report(store, run_id, out)
         store.set_status(run_id, result.status, message=message)
         return result.status
     except Exception as exc:

@@ -11,6 +11,7 @@ worker is gone "interrupted", and `resume(run_id)` continues them from their las
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from crbm_core.errors import CrbmError, ParameterError
+from crbm_core.modelfile import has_checkpoint
 
 from .store import RESUMABLE, TERMINAL, RunStore, StoreError
 
@@ -130,6 +132,32 @@ class JobManager:
         run_id = self.store.create_run(rec_id, text)
         self.poll()
         return run_id
+
+    def submit_sweep(
+        self, recordings, config=None, grid: dict | None = None, repeats: int = 1, name: str = ""
+    ) -> int:
+        """Queue a model-selection sweep: every grid point × repeat (`sweeps.grid_configs`) on
+        every recording (paths or ids), as one sweep; returns the sweep id. Its results table
+        is `sweeps.results_table(store, sweep_id)`."""
+        from .sweeps import grid_configs
+
+        configs = grid_configs(config, grid, repeats)  # validated before anything is stored
+        recordings = [recordings] if isinstance(recordings, str | int | os.PathLike) else recordings
+        if not recordings:
+            raise ParameterError("a sweep needs at least one recording")
+        ids = [r if isinstance(r, int) else self.store.add_recording(r) for r in recordings]
+        spec = {
+            "recordings": ids,
+            "grid": dict(grid or {}),
+            "repeats": int(repeats),
+            "config": json.loads(configs[0].to_json()),
+        }
+        sweep_id = self.store.create_sweep(name or f"sweep of {len(configs) * len(ids)} runs", spec)
+        for rec_id in ids:
+            for cfg in configs:
+                self.store.create_run(rec_id, cfg.to_json(), sweep_id=sweep_id)
+        self.poll()
+        return sweep_id
 
     def cancel(self, run_id: int) -> str:
         """Cancel a run: a queued one now; a running one stops at its next update, writes a
@@ -313,6 +341,6 @@ class JobManager:
 
 
 def _resume_note(run: dict) -> str:
-    if run["checkpoint_update"] is not None and Path(run["model_path"]).exists():
+    if run["checkpoint_update"] is not None and has_checkpoint(run["model_path"]):
         return f"resumed from the checkpoint at update {run['checkpoint_update']}"
     return "restarted from the beginning (no checkpoint was written)"

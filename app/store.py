@@ -25,7 +25,7 @@ from pathlib import Path
 
 from crbm_core.errors import CrbmError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "runs.sqlite"
 STATUSES = (
     "queued",
@@ -79,9 +79,16 @@ CREATE TABLE runs (
     checkpoint_update INTEGER,
     resumed_from INTEGER,
     model_path TEXT NOT NULL DEFAULT '',
-    report_path TEXT NOT NULL DEFAULT ''
+    report_path TEXT NOT NULL DEFAULT '',
+    sweep_id INTEGER REFERENCES sweeps(id)
 );
 CREATE INDEX runs_status ON runs(status, queued);
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE progress (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     "update" INTEGER NOT NULL,
@@ -91,8 +98,18 @@ CREATE TABLE progress (
 ) WITHOUT ROWID;
 """
 
+
+def _add_sweeps(conn) -> None:
+    """1 → 2: model-selection sweeps (a grid of runs submitted together)."""
+    conn.execute(
+        "CREATE TABLE sweeps (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+        "spec TEXT NOT NULL, created REAL NOT NULL)"
+    )
+    conn.execute("ALTER TABLE runs ADD COLUMN sweep_id INTEGER REFERENCES sweeps(id)")
+
+
 # from_version -> function(connection) bringing the schema to from_version + 1
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_sweeps}
 
 
 class StoreError(CrbmError):
@@ -275,17 +292,20 @@ class RunStore:
         return [dict(r) for r in self._read("SELECT * FROM recordings ORDER BY id")]
 
     # -- runs -----------------------------------------------------------------------------------
-    def create_run(self, recording_id: int, config_json: str) -> int:
-        """A new queued run of `recording_id` with TrainConfig JSON `config_json`."""
+    def create_run(self, recording_id: int, config_json: str, sweep_id: int | None = None) -> int:
+        """A new queued run of `recording_id` with TrainConfig JSON `config_json`, optionally
+        part of sweep `sweep_id`."""
         json.loads(config_json)  # a malformed config never enters the store
         self.recording(recording_id)
+        if sweep_id is not None:
+            self.sweep(sweep_id)
         now = time.time()
 
         def create(conn):
             cur = conn.execute(
-                "INSERT INTO runs (recording_id, config, status, created, queued) "
-                "VALUES (?, ?, 'queued', ?, ?)",
-                (int(recording_id), config_json, now, now),
+                "INSERT INTO runs (recording_id, config, status, created, queued, sweep_id) "
+                "VALUES (?, ?, 'queued', ?, ?, ?)",
+                (int(recording_id), config_json, now, now, sweep_id),
             )
             run_id = int(cur.lastrowid)
             model = self.runs_dir / str(run_id) / "model.h5"
@@ -295,6 +315,37 @@ class RunStore:
         run_id = self._write(create)
         (self.runs_dir / str(run_id)).mkdir(parents=True, exist_ok=True)
         return run_id
+
+    # -- sweeps ---------------------------------------------------------------------------------
+    def create_sweep(self, name: str, spec: dict) -> int:
+        """A new sweep row; `spec` (JSON-able: recordings, base config, grid, repeats) says how
+        its runs were made."""
+        text = json.dumps(spec)
+        now = time.time()
+        return self._write(
+            lambda c: int(
+                c.execute(
+                    "INSERT INTO sweeps (name, spec, created) VALUES (?, ?, ?)",
+                    (str(name), text, now),
+                ).lastrowid
+            )
+        )
+
+    def sweep(self, sweep_id: int) -> dict:
+        rows = self._read("SELECT * FROM sweeps WHERE id = ?", (int(sweep_id),))
+        if not rows:
+            raise StoreError(f"{self.path}: no sweep with id {sweep_id}")
+        out = dict(rows[0])
+        out["spec"] = json.loads(out["spec"])
+        return out
+
+    def sweeps(self) -> list[dict]:
+        return [self.sweep(r[0]) for r in self._read("SELECT id FROM sweeps ORDER BY id")]
+
+    def sweep_runs(self, sweep_id: int) -> list[dict]:
+        self.sweep(sweep_id)
+        rows = self._read("SELECT * FROM runs WHERE sweep_id = ? ORDER BY id", (int(sweep_id),))
+        return [dict(r) for r in rows]
 
     def run(self, run_id: int) -> dict:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (int(run_id),))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .errors import ParameterError
 
 DEMO = dict(n_neurons=3000, n_frames=3000, n_assemblies=24, seed=2023, frame_rate=4.0)
 
@@ -171,12 +172,10 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, train
 
     rec = read_recording(args.recording)
-    options = {
-        k: getattr(args, k)
-        for k in TrainConfig.param.objects("existing")
-        if k != "name" and getattr(args, k, None) is not None
-    }
+    options = _config_options(args)
     inputs = training_inputs(rec, args.recording, args.resume, args.all_frames)
+    if inputs.note:
+        print(f"warning: {inputs.note}", file=sys.stderr)
     state, config = inputs.state, inputs.config
     if args.resume:
         config.param.update(**{k: v for k, v in options.items() if k == "n_updates"})
@@ -293,6 +292,66 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _config_options(args) -> dict:
+    """The TrainConfig parameters given on the command line (`_add_config_options`)."""
+    from .train import TrainConfig
+
+    return {
+        k: getattr(args, k)
+        for k in TrainConfig.param.objects("existing")
+        if k != "name" and getattr(args, k, None) is not None
+    }
+
+
+def _grid_option(text: str) -> tuple[str, list]:
+    """`--grid l1=0.01,0.02` → ("l1", [0.01, 0.02]), values typed as the parameter is."""
+    import param
+
+    from .train import TrainConfig
+
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    p = TrainConfig.param.objects("existing").get(name)
+    if not sep or p is None or name == "name" or not values.strip():
+        raise ParameterError(
+            f"--grid {text!r}: expected NAME=V1,V2,... with NAME a training parameter"
+        )
+    kind = (
+        int
+        if isinstance(p, param.Integer)
+        else str
+        if isinstance(p, param.Selector)
+        else (lambda x: x.lower() in ("1", "true", "yes"))
+        if isinstance(p, param.Boolean)
+        else float
+    )
+    try:
+        return name, [kind(v.strip()) for v in values.split(",")]
+    except ValueError:
+        raise ParameterError(f"--grid {text!r}: a value is not a valid {name}") from None
+
+
+def _print_sweep(store, sweep_id: int) -> None:
+    from app.sweeps import STATISTICS, results_table
+
+    sweep = store.sweep(sweep_id)
+    rows = results_table(store, sweep_id)
+    grid = [*sweep["spec"].get("grid", {}), *([] if "seed" in sweep["spec"]["grid"] else ["seed"])]
+    print(f"sweep {sweep_id} ({sweep['name']}): {len(rows)} runs")
+    head = ["run", "recording", *grid, "status", *[f"nRMSE {s}" for s in STATISTICS]]
+    head += ["score", "std(w)", "selected"]
+    print("  ".join(f"{h:>10}" for h in head))
+    for r in rows:
+        cells = [r["run"], r["recording"][:10], *[r[g] for g in grid], r["status"]]
+        cells += [_num(r[f"nrmse_{s}"]) for s in STATISTICS]
+        cells += [_num(r["score"]), _num(r["w_std"]), "*" if r["selected"] else ""]
+        print("  ".join(f"{str(c):>10}" for c in cells))
+    print(
+        "selection: per recording, the highest score min(1 − nRMSE) among runs with "
+        "0.01 < std(w) < 0.1 (the paper's convergence filter)"
+    )
+
+
 def cmd_jobs(args) -> int:
     """Drive the run store's job manager (the one the dashboard uses) from the shell. Every call
     first starts queued runs into free slots and marks runs whose worker died "interrupted";
@@ -305,14 +364,19 @@ def cmd_jobs(args) -> int:
     manager.poll()
     store = manager.store
     if args.action == "submit":
-        options = {
-            k: getattr(args, k)
-            for k in TrainConfig.param.objects("existing")
-            if k != "name" and getattr(args, k, None) is not None
-        }
-        run_id = manager.submit(args.recording, TrainConfig(**options))
+        run_id = manager.submit(args.recording, TrainConfig(**_config_options(args)))
         started = manager.spawned(run_id)
         print(f"run {run_id}: {'started' if started else store.run(run_id)['status']}")
+    elif args.action == "sweep":
+        grid = dict(_grid_option(text) for text in args.grid or [])
+        sweep_id = manager.submit_sweep(
+            args.recordings, _config_options(args), grid, args.repeats, name=args.name or ""
+        )
+        runs = store.sweep_runs(sweep_id)
+        started = sum(manager.spawned(r["id"]) for r in runs)
+        print(f"sweep {sweep_id}: {len(runs)} runs queued ({started} started)")
+    elif args.action == "results":
+        _print_sweep(store, args.sweep)
     elif args.action == "cancel":
         print(f"run {args.run}: {manager.cancel(args.run)}")
     elif args.action == "resume":
@@ -429,6 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
     j = jobs.add_parser("submit", help="queue a training run (starts now if a slot is free)")
     j.add_argument("recording")
     _add_config_options(j)
+    j = jobs.add_parser("sweep", help="queue a grid of runs (e.g. λ × M × repeats) as one sweep")
+    j.add_argument("recordings", nargs="+")
+    j.add_argument(
+        "--grid",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="a training parameter and its values (repeat for more: --grid l1=0.01,0.02 "
+        "--grid n_hidden=100,200)",
+    )
+    j.add_argument("--repeats", type=int, default=1, help="runs per grid point (seeds differ)")
+    j.add_argument("--name", help="a name for the sweep")
+    _add_config_options(j)
+    j = jobs.add_parser("results", help="a sweep's results table and its selected models")
+    j.add_argument("sweep", type=int)
     for action in ("cancel", "resume"):
         j = jobs.add_parser(action, help=f"{action} a run")
         j.add_argument("run", type=int)

@@ -17,9 +17,18 @@ import h5py
 from .errors import RecordingError
 
 
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where `atomic_h5(..., keep_previous=True)` keeps the file it replaced."""
+    path = Path(path)
+    return path.with_name(path.stem + ".previous" + path.suffix)
+
+
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """Open a temporary HDF5 file beside `path`; rename it onto `path` only on success."""
+def atomic_h5(path: str | os.PathLike, keep_previous: bool = False) -> Iterator[h5py.File]:
+    """Open a temporary HDF5 file beside `path`; rename it onto `path` only on success. With
+    `keep_previous`, the file it replaces becomes `previous_path(path)`: a fallback for when
+    the new one is later found damaged (a disk error, a bad copy), not only for a crash while
+    writing."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"{path}: folder {path.parent} does not exist")
@@ -29,6 +38,8 @@ def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
             yield f
         with open(tmp, "rb+") as fh:  # make the bytes durable before they replace the old file
             os.fsync(fh.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))  # a crash here leaves the previous one
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CrbmError
-from .h5io import atomic_h5, read_str_attr
+from .h5io import atomic_h5, previous_path, read_str_attr
 from .model import CRBM
 from .train import TrainConfig, TrainState
 
@@ -38,9 +38,17 @@ def recording_digest(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data, dtype=np.uint8).tobytes()).hexdigest()
 
 
+def _dataset(group: h5py.Group, name: str, data, **kwargs) -> None:
+    """A dataset with a Fletcher-32 checksum (where HDF5 allows one: chunkable, non-empty), so
+    damaged bytes fail loudly on read instead of resuming from garbage."""
+    a = np.asarray(data)
+    checked = a.ndim > 0 and a.size > 0
+    group.create_dataset(name, data=a, fletcher32=checked, **kwargs)
+
+
 def _write_model(group: h5py.Group, model: CRBM) -> None:
     for k, v in model.to_dict().items():
-        group.create_dataset(k, data=v)
+        _dataset(group, k, v)
 
 
 def _read_model(group: h5py.Group) -> CRBM:
@@ -59,9 +67,11 @@ def save_checkpoint(
     final: CRBM | None = None,
     split: dict | None = None,
 ) -> Path:
-    """Write model + full training state atomically (temp file, fsync, rename)."""
+    """Write model + full training state atomically (temp file, fsync, rename). A checkpoint
+    keeps the one it replaces as `previous_path(path)` (`load_latest_checkpoint` falls back to
+    it); the final model (`final` given) ends the run and removes it."""
     path = Path(path)
-    with atomic_h5(path) as f:
+    with atomic_h5(path, keep_previous=final is None) as f:
         f.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -78,14 +88,14 @@ def save_checkpoint(
         _write_model(f.create_group("model"), final or state.model.sign_swapped())
         s = f.create_group("state")
         _write_model(s.create_group("model"), state.model)
-        s.create_dataset("chains", data=state.chains, compression="gzip")
+        _dataset(s, "chains", state.chains, compression="gzip")
         mom = s.create_group("moments")
         for k, v in state.moments.items():
-            mom.create_dataset(k, data=v)
-        s.create_dataset("order", data=state.order)
-        s.create_dataset("mean_input", data=state.mean_input)
+            _dataset(mom, k, v)
+        _dataset(s, "order", state.order)
+        _dataset(s, "mean_input", state.mean_input)
         if state.stat_idx is not None:
-            s.create_dataset("stat_idx", data=state.stat_idx)
+            _dataset(s, "stat_idx", state.stat_idx)
         s.attrs.update(
             position=state.position,
             update=state.update,
@@ -96,7 +106,7 @@ def save_checkpoint(
         h = f.create_group("history")
         events = [e for e in state.history if "event" not in e]
         for key in events[0] if events else {}:
-            h.create_dataset(key, data=np.array([e.get(key, np.nan) for e in events], float))
+            _dataset(h, key, np.array([e.get(key, np.nan) for e in events], float))
         h.attrs["events"] = json.dumps([e for e in state.history if "event" in e])
         if split is not None:
             g = f.create_group("split")
@@ -105,6 +115,8 @@ def save_checkpoint(
                     g.create_dataset(k, data=v)
                 else:
                     g.attrs[k] = v
+    if final is not None:
+        previous_path(path).unlink(missing_ok=True)
     return path
 
 
@@ -184,3 +196,28 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TrainState, TrainConfig, d
         except (KeyError, OSError, ValueError) as exc:
             raise ModelFileError(f"{path}: damaged training state ({exc})") from None
     return state, config, attrs
+
+
+def has_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether a run writing `path` left a checkpoint there or a previous one beside it."""
+    return Path(path).exists() or previous_path(path).exists()
+
+
+def load_latest_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[TrainState, TrainConfig, dict, str]:
+    """`load_checkpoint` of `path`, or, when it is missing or damaged, of the previous
+    checkpoint kept beside it. attrs["checkpoint_file"] is the file used; the fourth value says
+    why it is not `path` ("" when it is)."""
+    path = Path(path)
+    try:
+        state, config, attrs = load_checkpoint(path)
+        return state, config, {**attrs, "checkpoint_file": str(path)}, ""
+    except ModelFileError as exc:
+        previous = previous_path(path)
+        if not previous.exists():
+            raise
+        first = exc
+    state, config, attrs = load_checkpoint(previous)
+    note = f"{first}; resumed from the previous checkpoint (update {state.update})"
+    return state, config, {**attrs, "checkpoint_file": str(previous)}, note

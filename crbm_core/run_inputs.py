@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CrbmError
-from .modelfile import load_checkpoint, load_split, recording_digest, save_checkpoint
+from .modelfile import load_latest_checkpoint, load_split, recording_digest, save_checkpoint
 from .recording import Recording
 from .split import Split, choose_split
 from .train import TrainConfig, TrainResult, TrainState
@@ -26,6 +26,7 @@ class TrainingInputs:
     provenance: dict  # model-file attributes naming the recording and the split
     state: TrainState | None  # the checkpoint's state when resuming
     config: TrainConfig | None  # the checkpoint's config when resuming
+    note: str = ""  # why the resumed checkpoint is the previous one (the latest was damaged)
 
 
 def check_same_recording(trained_sha256: str | None, digest: str, recording, model) -> None:
@@ -44,10 +45,11 @@ def training_inputs(
     data = rec.spike_array()
     digest = recording_digest(data)
     state = config = None
+    note = ""
     if resume_from is not None:
-        state, config, attrs = load_checkpoint(resume_from)
+        state, config, attrs, note = load_latest_checkpoint(resume_from)
         check_same_recording(attrs.get("recording_sha256"), digest, recording_file, resume_from)
-        stored = load_split(resume_from)
+        stored = load_split(attrs["checkpoint_file"])
         split = Split.from_dict(stored) if stored is not None else None
     else:
         split = None if all_frames else choose_split(data)
@@ -60,7 +62,7 @@ def training_inputs(
     if split is not None:
         data = split.apply(data)[0]
     return TrainingInputs(
-        data, None if split is None else split.to_dict(), provenance, state, config
+        data, None if split is None else split.to_dict(), provenance, state, config, note
     )
 
 

@@ -172,10 +172,36 @@ def test_older_schema_is_migrated(store, monkeypatch):
     import app.store
 
     _set_version(store, 0)
-    steps = {0: lambda conn: conn.execute("CREATE TABLE migrated_from_0 (x INTEGER)")}
+    steps = {
+        v: (lambda conn, v=v: conn.execute(f"CREATE TABLE migrated_from_{v} (x INTEGER)"))
+        for v in range(SCHEMA_VERSION)
+    }
     monkeypatch.setattr(app.store, "MIGRATIONS", steps)
     again = RunStore(store.data_dir)
     assert again.schema_version() == SCHEMA_VERSION
     conn = sqlite3.connect(store.path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'migrated_from_0'").fetchone()
     conn.close()
+
+
+def test_version_1_store_gains_sweeps_and_keeps_its_runs(store, tmp_path):
+    """A real schema-1 store (no sweeps table, no runs.sweep_id) is migrated in place."""
+    _recording(tmp_path / "a.h5")
+    rec = store.add_recording(tmp_path / "a.h5")
+    run_id = store.create_run(rec, "{}")
+    store.close()
+    conn = sqlite3.connect(store.path)
+    conn.execute("ALTER TABLE runs DROP COLUMN sweep_id")
+    conn.execute("DROP TABLE sweeps")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    again = RunStore(store.data_dir)
+    assert again.schema_version() == SCHEMA_VERSION
+    assert again.run(run_id)["sweep_id"] is None and again.run(run_id)["status"] == "queued"
+    sweep = again.create_sweep("grid", {"grid": {"l1b": [0.01, 0.02]}})
+    in_sweep = again.create_run(rec, "{}", sweep_id=sweep)
+    assert [r["id"] for r in again.sweep_runs(sweep)] == [in_sweep]
+    assert again.sweep(sweep)["spec"] == {"grid": {"l1b": [0.01, 0.02]}}
+    with pytest.raises(StoreError, match="no sweep with id 99"):
+        again.create_run(rec, "{}", sweep_id=99)

@@ -38,6 +38,7 @@ from crbm_core.modelfile import (
     ModelFileError,
     load_checkpoint,
     load_history,
+    load_latest_checkpoint,
     load_model,
     save_checkpoint,
 )
@@ -529,7 +530,7 @@ def test_failed_write_keeps_previous_checkpoint(previous_checkpoint, monkeypatch
     monkeypatch.undo()
     assert written  # it died midway, after some datasets were written
     assert file_digest(path) == before
-    assert [p.name for p in path.parent.iterdir() if p.suffix != ".npy"] == [path.name]
+    assert [p.name for p in path.parent.iterdir() if ".tmp-" in p.name] == []
     loaded, _, _ = load_checkpoint(path)
     assert_same_state(loaded, state)
 
@@ -564,10 +565,61 @@ def test_killed_writer_keeps_previous_checkpoint(previous_checkpoint):
     assert file_digest(path) == before
     loaded, _, _ = load_checkpoint(path)
     assert_same_state(loaded, state)
-    leftovers = [p.name for p in path.parent.iterdir() if p.name != path.name]
+    leftovers = [p.name for p in path.parent.iterdir() if p.name not in (path.name, PREV)]
     assert all(name.startswith(".ckpt.h5.tmp-") for name in leftovers), leftovers
     save_checkpoint(path, loaded, config, config.resolved(20, 0.1))
     assert load_checkpoint(path)[0].update == loaded.update
+
+
+PREV = "ckpt.previous.h5"
+
+
+def _flip_bytes_of(path: Path, dataset: str) -> None:
+    """Damage the stored bytes of one dataset in place (as a bad disk sector would)."""
+    with h5py.File(path, "r") as f:
+        d = f[dataset]
+        offset = d.id.get_chunk_info(0).byte_offset if d.chunks else d.id.get_offset()
+        size = d.id.get_storage_size()
+    with open(path, "r+b") as fh:
+        fh.seek(offset + size // 2)
+        chunk = bytearray(fh.read(8))
+        fh.seek(offset + size // 2)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+
+
+@pytest.mark.parametrize("damage", ["flipped weights", "flipped chains", "truncated", "deleted"])
+def test_damaged_checkpoint_falls_back_to_the_previous_one(previous_checkpoint, damage):
+    path, config, state = previous_checkpoint
+    newer = tr._snapshot(state)
+    newer.update += 5
+    newer.model.weights += 0.5
+    save_checkpoint(path, newer, config, config.resolved(20, 0.1))
+    assert load_checkpoint(path.with_name(PREV))[0].update == state.update
+    if damage == "flipped weights":
+        _flip_bytes_of(path, "state/model/weights")
+    elif damage == "flipped chains":
+        _flip_bytes_of(path, "state/chains")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+    with pytest.raises(ModelFileError, match="ckpt.h5"):
+        load_checkpoint(path)  # the checksums catch flipped bytes: no resuming from garbage
+    loaded, _, attrs, note = load_latest_checkpoint(path)
+    assert_same_state(loaded, state)
+    assert attrs["checkpoint_file"] == str(path.with_name(PREV))
+    assert "previous checkpoint (update 10)" in note
+    path.with_name(PREV).write_bytes(b"\0" * 100)  # both gone: a clear error, not a fresh start
+    with pytest.raises(ModelFileError, match="ckpt.previous.h5"):
+        load_latest_checkpoint(path)
+
+
+def test_final_model_removes_the_previous_checkpoint(previous_checkpoint):
+    path, config, state = previous_checkpoint
+    assert path.with_name(PREV).exists()
+    save_checkpoint(path, state, config, {}, status="finished", final=state.model.sign_swapped())
+    assert not path.with_name(PREV).exists()
+    assert load_latest_checkpoint(path)[3] == ""
 
 
 @pytest.mark.parametrize("keep", [0.0, 0.02, 0.3, 0.7, 0.99])
