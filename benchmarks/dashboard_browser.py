@@ -31,11 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 COLUMN_LEN_JS = """([name, col]) => {
+  if (!window.Bokeh || !Bokeh.documents.length) return 0;
   for (const m of Bokeh.documents[0].all_models)
     if (m.name === name && m.data !== undefined && col in m.data) return m.data[col].length;
   return 0;
 }"""
 FIRST_JS = """([name, col]) => {
+  if (!window.Bokeh || !Bokeh.documents.length) return null;
   for (const m of Bokeh.documents[0].all_models)
     if (m.name === name && m.data !== undefined && col in m.data) return m.data[col][0];
   return null;
