@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--data", default="/tmp/crbm-dashboard-bench")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sessions", type=int, default=5)
+    p.add_argument("--skip-sessions", action="store_true", help="no memory measurement")
     args = p.parse_args()
     data_dir = Path(args.data) / str(args.neurons)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -149,19 +150,26 @@ def main() -> None:
 
             picker = page.locator('.bk-input-group:has(label:has-text("Hidden unit")) select')
             options = picker.locator("option").all_text_contents()
-            switches = []
+            switches, arrivals = [], []
             for k in range(args.repeats):
                 before = page.evaluate(FIRST_JS, [name, "weight"])
                 t = time.perf_counter()
                 picker.select_option(label=options[(k + 1) % len(options)])
                 page.wait_for_function(
-                    f"([n, c, w]) => ({FIRST_JS})([n, c]) !== w", arg=[name, "weight", before]
+                    f"([n, c, w]) => ({FIRST_JS})([n, c]) !== w",
+                    arg=[name, "weight", before],
+                    polling=20,
                 )
+                arrivals.append(time.perf_counter() - t)
                 page.evaluate(PAINTED_JS)
                 switches.append(time.perf_counter() - t)
             ms = [round(1000 * s) for s in switches]
             print(f"HU switch: median {1000 * statistics.median(switches):.0f} ms {ms}", flush=True)
+            ms = [round(1000 * s) for s in arrivals]
+            print(f"  of which new colours in the browser: {ms} ms", flush=True)
 
+            if args.skip_sessions:
+                return
             pages = [page] + [browser.new_page() for _ in range(args.sessions - 1)]
             for extra in pages[1:]:
                 extra.set_default_timeout(120_000)
