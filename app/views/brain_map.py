@@ -24,7 +24,7 @@ from bokeh.plotting import figure
 DIVERGING = list(cc.coolwarm)
 CATEGORICAL = list(cc.glasbey)
 SEQUENTIAL = list(cc.fire[::-1])[32:]  # light → dark, without the near-white start
-NAN_COLOR = "#d9d9d9"
+NAN_COLOR = "rgba(200, 200, 200, 0.3)"  # faint grey: below threshold, unlabelled, filtered
 POINT_SIZE = 4
 
 
@@ -101,7 +101,7 @@ class BrainMap:
             "label": np.asarray(labels, dtype=np.int32),
             "weight": np.zeros(n, dtype=np.float32),
             "value": np.zeros(n, dtype=np.float32),
-            "alpha": np.full(n, 0.8, dtype=np.float32),
+            "alpha": np.full(n, 0.85, dtype=np.float32),
         }
 
     @property
@@ -129,7 +129,9 @@ class BrainMap:
         value = np.asarray(value, dtype=np.float32)
         finite = value[np.isfinite(value)]
         if mode == "diverging":
-            vmax = float(np.max(np.abs(finite))) if finite.size else 1.0
+            # the 98th percentile of |value|, not the max: one huge weight (seen: 19 against
+            # 0.1–0.5 for the rest of the assembly) would otherwise wash every other neuron out
+            vmax = float(np.quantile(np.abs(finite), 0.98)) if finite.size else 1.0
             vmax = vmax if vmax > 0 else 1.0
             lo, hi, palette = -vmax, vmax, DIVERGING
         elif mode == "categorical":
@@ -143,10 +145,14 @@ class BrainMap:
             palette = SEQUENTIAL
         lo = lo if low is None else low
         hi = hi if high is None else high
-        alpha = np.where(np.isfinite(value), 0.85, 0.25).astype(np.float32)
+        # the faintness of grey neurons is in NAN_COLOR, so `alpha` changes only with `dim`
+        # and an HU switch sends two columns, not three
+        alpha = np.full(value.shape, 0.85, dtype=np.float32)
         if dim is not None:
             alpha[np.asarray(dim, bool)] = 0.06
-        patch = {"value": value.astype(np.float32), "alpha": alpha}
+        patch = {"value": value.astype(np.float32)}
+        if not np.array_equal(alpha, self.source.data["alpha"]):  # often unchanged: not re-sent
+            patch["alpha"] = alpha
         if weight is not None:
             patch["weight"] = np.asarray(weight, dtype=np.float32)
         self.mapper.update(palette=palette, low=lo, high=hi)
