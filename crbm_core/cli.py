@@ -394,6 +394,33 @@ def cmd_jobs(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Run the dashboard as `panel serve app/main.py` (the command the browser tests run) with
+    the data directory in $CRBM_DATA_DIR; returns when the server stops."""
+    import socket
+    import subprocess
+
+    from app.server import serve_command
+
+    with socket.socket() as probe:  # before the app's first start runs, not after
+        try:
+            probe.bind((args.address, args.port))
+        except OSError as exc:
+            print(f"error: cannot serve on {args.address}:{args.port}: {exc}", file=sys.stderr)
+            return 2
+
+    env = dict(os.environ)
+    if args.data_dir:
+        env["CRBM_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    cmd = serve_command(args.port, args.address, args.allow_websocket_origin)
+    where = env.get("CRBM_DATA_DIR", "data")
+    print(f"crbm-explorer dashboard: http://{args.address}:{args.port}/main (data in {where})")
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crbm", description="compositional RBMs on whole-brain recordings (crbm-explorer)"
@@ -483,6 +510,17 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("cancel", "resume"):
         j = jobs.add_parser(action, help=f"{action} a run")
         j.add_argument("run", type=int)
+
+    s = sub.add_parser("serve", help="start the dashboard (demo fish pre-trained on first start)")
+    s.add_argument("--port", type=int, default=5006)
+    s.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    s.add_argument("--data-dir", help="data directory (default: $CRBM_DATA_DIR, else ./data)")
+    s.add_argument(
+        "--allow-websocket-origin",
+        action="append",
+        help="host:port a browser may connect from (repeatable; default: the address and port)",
+    )
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("atlas", help="atlas reference files: show status or fetch them")
     s.add_argument("action", choices=["status", "fetch"], nargs="?", default="status")
