@@ -27,7 +27,7 @@ from app.views.data import (
     resolve_in_data_dir,
     save_upload,
 )
-from app.views.train import COLUMNS, TrainView, grid_key, parse_values, progress_text
+from app.views.train import COLUMNS, TrainView, parse_values, progress_text
 from crbm_core.errors import ParameterError
 from crbm_core.recording import read_recording
 from tests.bad_files import CASES
@@ -47,7 +47,15 @@ def state(trained):
 
 
 def test_views_list_titles_and_viewers():
-    assert [t for t, _ in VIEWS] == ["Data", "Train", "Assemblies"]
+    assert [t for t, _ in VIEWS] == [
+        "Data",
+        "Train",
+        "Assemblies",
+        "Dynamics",
+        "Quality",
+        "Connectivity",
+        "Perturbation",
+    ]
     for _, cls in VIEWS:
         assert "state" in cls.param
 
@@ -254,8 +262,6 @@ def test_first_start_only_on_a_store_without_usable_runs(tmp_path, trained):
 
 
 def test_grid_form_queues_a_lambda_by_m_sweep(tmp_path, trained):
-    if not hasattr(JobManager, "submit_sweep"):
-        pytest.skip("JobManager.submit_sweep comes with the sweeps branch")
     store = RunStore(tmp_path / "data")
     shutil.copy(trained[0].recordings()[0]["path"], store.data_dir / "fish.h5")
     rec_id = store.add_recording(store.data_dir / "fish.h5")
@@ -271,7 +277,7 @@ def test_grid_form_queues_a_lambda_by_m_sweep(tmp_path, trained):
         runs = store.runs()
         assert len(runs) == 2
         configs = [json.loads(r["config"]) for r in runs]
-        assert sorted(c[grid_key()] for c in configs) == [0.01, 0.02]
+        assert sorted(c["l1"] for c in configs) == [0.01, 0.02]
         assert {c["n_hidden"] for c in configs} == {3} and {c["n_updates"] for c in configs} == {20}
     finally:
         for r in store.runs(("queued", "running")):

@@ -51,11 +51,6 @@ def form_widgets() -> dict[str, dict]:
     return out
 
 
-def grid_key() -> str:
-    """The sparsity parameter a λ grid varies (`l1b` where TrainConfig has it, else `l1`)."""
-    return "l1b" if "l1b" in TrainConfig.param else "l1"
-
-
 def parse_values(text: str, kind: type, what: str) -> list:
     """'0.01, 0.02' → [0.01, 0.02]; a readable error naming the field otherwise."""
     items = [t for t in text.replace(";", ",").split(",") if t.strip()]
@@ -112,8 +107,7 @@ class TrainView(pn.viewable.Viewer):
         self.recording = pn.widgets.Select(label="Recording", width=330)
         self.start = pn.widgets.Button(label="Start training", color="primary", width=330)
         on_click(self.start, lambda: self._start())
-        key = grid_key()
-        self.grid_l1 = pn.widgets.TextInput(label=f"λ values ({key})", placeholder="0.01, 0.02")
+        self.grid_l1 = pn.widgets.TextInput(label="λ values (l1)", placeholder="0.01, 0.02")
         self.grid_m = pn.widgets.TextInput(label="M values (n_hidden)", placeholder="50, 100")
         self.grid_repeats = pn.widgets.IntInput(label="Repeats", value=1, start=1, end=20)
         self.grid_start = pn.widgets.Button(label="Start grid", color="default")
@@ -184,13 +178,10 @@ class TrainView(pn.viewable.Viewer):
             return
         try:
             grid = {
-                grid_key(): parse_values(self.grid_l1.value, float, "λ values"),
+                "l1": parse_values(self.grid_l1.value, float, "λ values"),
                 "n_hidden": parse_values(self.grid_m.value, int, "M values"),
             }
-            submit_sweep = getattr(self.jobs, "submit_sweep", None)  # app/sweeps.py
-            if submit_sweep is None:
-                raise ParameterError("this job manager cannot run grids (no submit_sweep)")
-            submit_sweep(
+            self.jobs.submit_sweep(
                 [int(self.state.recording_id)],
                 self._config(),
                 grid=grid,
