@@ -150,7 +150,6 @@ def _one(x, mu0, sd0, w0, floor, max_iter, tol, states, stay, mu_out, sd_out, n_
         g_x = np.zeros(2)
         g_xx = np.zeros(2)
         xi = np.zeros((2, 2))
-        g_from = np.zeros(2)
         for t in range(t_len):
             g0 = alpha[t, 0] * beta[t, 0]
             g1 = alpha[t, 1] * beta[t, 1]
@@ -166,8 +165,6 @@ def _one(x, mu0, sd0, w0, floor, max_iter, tol, states, stay, mu_out, sd_out, n_
             g_x[0] += g0 * x[t]
             g_x[1] += g1 * x[t]
             if t < t_len - 1:
-                g_from[0] += g0
-                g_from[1] += g1
                 for k in range(2):
                     for q in range(2):
                         xi[k, q] += (
